@@ -1,0 +1,92 @@
+//! Prometheus metrics (PRODUCT.md §7). Labels carry route names and outcome codes only: never
+//! raw paths, keys or addresses, so cardinality stays bounded by the config.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_responses: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub idempotency_keys: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub store_duration: HistogramVec,
+    pub store_errors: IntCounterVec,
+    pub dedupe_skipped: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            registry.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let h = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            registry.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            h
+        };
+        let requests = counter("hookgate_requests_total", "Requests answered, by route and outcome.", &["route", "outcome"]);
+        let request_duration = histogram("hookgate_request_duration_seconds", "Time from request head to answer.", &["route"]);
+        let upstream_responses = counter("hookgate_upstream_responses_total", "Upstream answers by status class.", &["route", "class"]);
+        let upstream_duration = histogram("hookgate_upstream_duration_seconds", "Upstream exchange time.", &["route"]);
+        let idempotency_keys = IntGaugeVec::new(
+            Opts::new("hookgate_idempotency_keys", "Claimed + delivered keys held by the memory store."),
+            &["route"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry.register(Box::new(idempotency_keys.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        let config_reloads = counter("hookgate_config_reloads_total", "Config reloads by result.", &["result"]);
+        let store_duration = histogram("hookgate_store_duration_seconds", "Idempotency store round trips.", &["operation"]);
+        let store_errors = counter("hookgate_store_errors_total", "Idempotency store failures.", &["operation"]);
+        let dedupe_skipped = counter(
+            "hookgate_dedupe_skipped_total",
+            "Deliveries forwarded without dedupe because the store failed and on_error is allow.",
+            &["route"],
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_responses,
+            upstream_duration,
+            idempotency_keys,
+            config_reloads,
+            store_duration,
+            store_errors,
+            dedupe_skipped,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2xx`..`5xx` for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

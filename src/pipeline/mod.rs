@@ -1,0 +1,73 @@
+//! The ordered checks of PRODUCT.md §3, in one place. Nothing here knows Pingora: each step takes a
+//! plain view of the request and returns `Ok` or the answer that ends it.
+//!
+//! The order is the contract: the first failing step answers and later steps never run.
+//! Steps on the head run before a byte of body is read (so a refused sender is not made to
+//! upload, and `Expect: 100-continue` is answered only for deliveries that may pass); steps on
+//! the body run before the upstream is contacted at all.
+
+pub mod address;
+pub mod events;
+pub mod idempotency;
+pub mod method;
+pub mod parse;
+pub mod schema;
+pub mod signature;
+pub mod size;
+pub mod transport;
+
+use crate::config::{Gateway, Route};
+use crate::rejection::{Answer, Rejection};
+use http::{HeaderMap, Method};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use address::Client;
+pub use idempotency::DeliveryKey;
+
+/// The request head as the checks see it.
+pub struct Head<'a> {
+    pub method: &'a Method,
+    /// Path without the query string.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The socket peer, IPv4-mapped addresses already canonical.
+    pub peer: IpAddr,
+    pub tls: bool,
+}
+
+/// A head that passed every head step.
+pub struct Admitted<'g> {
+    pub route: &'g Arc<Route>,
+    pub client: Client,
+}
+
+/// route → method → client address → transport → declared size.
+pub fn check_head<'g>(gateway: &'g Gateway, head: &Head<'_>) -> Result<Admitted<'g>, (Option<&'g Arc<Route>>, Rejection)> {
+    let route = gateway.route(head.path).ok_or((None, Rejection::RouteNotFound))?;
+    let fail = |r| (Some(route), r);
+    method::check(head.method).map_err(fail)?;
+    let client = address::resolve(head.peer, head.tls, head.headers, &gateway.trusted_proxies);
+    address::check(route.allow_ips.as_deref(), &client).map_err(fail)?;
+    transport::check(route.https_only, &client).map_err(fail)?;
+    size::check_declared(head.headers, route.max_body).map_err(fail)?;
+    Ok(Admitted { route, client })
+}
+
+/// signature → parse → schema → events → idempotency key. Runs on the complete body, whose size
+/// the body reader already bounded.
+pub fn check_body(route: &Route, headers: &HeaderMap, body: &[u8], received_at: SystemTime) -> Result<Option<DeliveryKey>, Answer> {
+    signature::check(route.signature.as_deref(), headers, body, received_at)?;
+    let json = if route.needs_json() { Some(parse::parse(body)?) } else { None };
+    if let (Some(schema), Some(json)) = (&route.schema, &json) {
+        schema::check(schema, json)?;
+    }
+    if let (Some(events), Some(json)) = (&route.events, &json) {
+        events::check(events, json)?;
+    }
+    match &route.idempotency {
+        Some(i) => Ok(Some(idempotency::key(&route.name, &i.parts, headers, json.as_ref())?)),
+        None => Ok(None),
+    }
+}

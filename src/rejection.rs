@@ -1,0 +1,157 @@
+//! Every answer the gateway gives instead of forwarding, in one table (PRODUCT.md §3).
+
+use crate::signature::SignatureError;
+use std::time::Duration;
+
+/// One schema violation, as reported in `error.details`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    pub path: String,
+    pub message: String,
+}
+
+/// Why a delivery was refused. [`Rejection::describe`] is the §3 table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    RouteNotFound,
+    MethodNotAllowed,
+    IpNotAllowed,
+    HttpsRequired,
+    PayloadTooLarge,
+    RequestTimeout,
+    Signature(SignatureError),
+    InvalidJson,
+    SchemaViolation(Vec<Violation>),
+    EventNotAllowed,
+    IdempotencyKeyMissing,
+    DeliveryInProgress { retry_after: Duration },
+    StoreUnavailable,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl Rejection {
+    /// (status, code, message): PRODUCT.md §3 read straight off.
+    pub fn describe(&self) -> (u16, &'static str, &'static str) {
+        use Rejection::*;
+        use SignatureError::*;
+        match self {
+            RouteNotFound => (404, "route_not_found", "No webhook route is configured for this path."),
+            MethodNotAllowed => (405, "method_not_allowed", "Webhook deliveries must use POST."),
+            IpNotAllowed => (403, "ip_not_allowed", "The client address is not allowed to deliver to this route."),
+            HttpsRequired => (403, "https_required", "This route accepts deliveries over HTTPS only."),
+            PayloadTooLarge => (413, "payload_too_large", "The request body exceeds this route's max_body."),
+            RequestTimeout => (408, "request_timeout", "The request body did not arrive within the client timeout."),
+            Signature(Missing) => (401, "signature_missing", "The delivery carries no signature header."),
+            Signature(Invalid) => (401, "signature_invalid", "The signature does not verify against the raw body."),
+            Signature(OutOfTolerance) => (401, "timestamp_out_of_tolerance", "The signed timestamp is outside the accepted tolerance."),
+            InvalidJson => (400, "invalid_json", "The request body is not valid JSON."),
+            SchemaViolation(_) => (422, "schema_violation", "The delivery does not match the route's JSON Schema."),
+            EventNotAllowed => (422, "event_not_allowed", "This event type is not accepted by this route."),
+            IdempotencyKeyMissing => (422, "idempotency_key_missing", "The delivery lacks a field of its idempotency key."),
+            DeliveryInProgress { .. } => (409, "delivery_in_progress", "This delivery is being processed; retry later."),
+            StoreUnavailable => (503, "store_unavailable", "The idempotency store is unavailable; retry later."),
+            UpstreamUnavailable => (502, "upstream_unavailable", "The upstream application could not be reached."),
+            UpstreamTimeout => (504, "upstream_timeout", "The upstream application did not answer in time."),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.describe().1
+    }
+
+    /// `Retry-After` seconds, where the sender should come back.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Rejection::DeliveryInProgress { retry_after } => Some(retry_after.as_secs().max(1)),
+            Rejection::StoreUnavailable => Some(5),
+            _ => None,
+        }
+    }
+
+    /// The JSON error body.
+    pub fn body(&self) -> Vec<u8> {
+        let (_, code, message) = self.describe();
+        let mut error = serde_json::json!({ "code": code, "message": message });
+        if let Rejection::SchemaViolation(details) = self {
+            error["details"] = serde_json::json!(details);
+        }
+        serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default()
+    }
+}
+
+/// What the gateway answers itself, without the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Reject(Rejection),
+    /// Not a wanted event and `otherwise: ignore`: 200, not forwarded.
+    Ignored,
+    /// The key was already delivered: 200 + `Idempotent-Replayed: true`.
+    AlreadyProcessed,
+}
+
+impl From<Rejection> for Answer {
+    fn from(r: Rejection) -> Self {
+        Answer::Reject(r)
+    }
+}
+
+impl Answer {
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Reject(r) => r.describe().0,
+            Answer::Ignored | Answer::AlreadyProcessed => 200,
+        }
+    }
+
+    /// The `outcome` label of `hookgate_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Answer::Reject(r) => r.code(),
+            Answer::Ignored => "ignored",
+            Answer::AlreadyProcessed => "duplicate",
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        match self {
+            Answer::Reject(r) => r.body(),
+            Answer::Ignored => br#"{"status":"ignored"}"#.to_vec(),
+            Answer::AlreadyProcessed => br#"{"status":"already_processed"}"#.to_vec(),
+        }
+    }
+
+    /// Extra response headers the contract asks for.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Answer::Reject(Rejection::MethodNotAllowed) => vec![("Allow", "POST".into())],
+            Answer::Reject(r) => r.retry_after().map(|s| ("Retry-After", s.to_string())).into_iter().collect(),
+            Answer::AlreadyProcessed => vec![("Idempotent-Replayed", "true".into())],
+            Answer::Ignored => vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_shape() {
+        let body: serde_json::Value = serde_json::from_slice(&Rejection::RouteNotFound.body()).unwrap();
+        assert_eq!(body["error"]["code"], "route_not_found");
+        assert!(body["error"]["message"].as_str().unwrap().len() > 10);
+        let v = Rejection::SchemaViolation(vec![Violation { path: "/job_id".into(), message: "m".into() }]);
+        let body: serde_json::Value = serde_json::from_slice(&v.body()).unwrap();
+        assert_eq!(body["error"]["details"][0]["path"], "/job_id");
+    }
+
+    #[test]
+    fn contract_headers() {
+        assert_eq!(Answer::Reject(Rejection::MethodNotAllowed).headers(), vec![("Allow", "POST".to_string())]);
+        assert_eq!(Answer::AlreadyProcessed.headers(), vec![("Idempotent-Replayed", "true".to_string())]);
+        let busy = Rejection::DeliveryInProgress { retry_after: Duration::from_millis(200) };
+        assert_eq!(Answer::Reject(busy).headers(), vec![("Retry-After", "1".to_string())]);
+        assert_eq!(Answer::Reject(Rejection::StoreUnavailable).status(), 503);
+    }
+}

@@ -1,0 +1,326 @@
+//! The webhook listener: one request's path through the gateway, from head to answer.
+//!
+//! hookgate does not use Pingora's `ProxyHttp`: its body phases run after the upstream is
+//! contacted, so a refused delivery would already have leaked. It serves Pingora's lower-level
+//! `HttpServerApp` instead: read the head, run the head checks, read the whole body, run the body
+//! checks, claim the key, and only then open (or reuse) an upstream connection.
+
+use super::{body, forward};
+use crate::config::{Gateway, OnError, Route};
+use crate::metrics::{status_class, Metrics};
+use crate::pipeline::{self, DeliveryKey, Head};
+use crate::rejection::{Answer, Rejection};
+use crate::store::{Claim, ClaimToken, Store};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::connectors::http::v1::Connector;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a refused request's unread body is drained so the sender reads our answer instead
+/// of a connection reset.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// What every request shares: the current config, the store, metrics and the upstream pool.
+pub struct Shared {
+    pub gateway: ArcSwap<Gateway>,
+    pub store: Arc<dyn Store>,
+    pub on_error: OnError,
+    pub metrics: Arc<Metrics>,
+    pub connector: Connector,
+}
+
+pub struct GatewayApp {
+    pub shared: Arc<Shared>,
+}
+
+/// What the one log event per request says.
+struct Record {
+    request_id: String,
+    route: Option<Arc<str>>,
+    client: Option<IpAddr>,
+    outcome: &'static str,
+    status: u16,
+    upstream_status: Option<u16>,
+}
+
+/// How the request ended for the connection.
+enum Ended {
+    /// Answered after the body was read: the connection may be reused.
+    Complete,
+    /// Answered before or while reading the body: drain what is left, then maybe reuse.
+    Early { keep: bool },
+    /// Nothing more can be said on this connection.
+    Close,
+}
+
+#[async_trait]
+impl HttpServerApp for GatewayApp {
+    async fn process_new_http(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+        let client_timeout = self.shared.gateway.load().client_timeout;
+        match tokio::time::timeout(client_timeout, session.read_request()).await {
+            Ok(Ok(true)) => {}
+            _ => return None,
+        }
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let ended = self.handle(&mut session).await;
+        match ended {
+            Ended::Complete => {}
+            Ended::Early { keep } => {
+                let drained = tokio::time::timeout(DRAIN_LIMIT, session.drain_request_body()).await;
+                if !keep || !matches!(drained, Ok(Ok(()))) {
+                    session.set_keepalive(None);
+                }
+            }
+            Ended::Close => session.set_keepalive(None),
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
+}
+
+impl GatewayApp {
+    async fn handle(&self, session: &mut ServerSession) -> Ended {
+        let started = Instant::now();
+        let received_at = SystemTime::now();
+        let shared = &self.shared;
+        // In-flight requests keep the config they started with; a reload affects new ones.
+        let gateway = shared.gateway.load_full();
+        let deadline = tokio::time::Instant::now() + gateway.client_timeout;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
+        let tls = session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+        let req = session.req_header();
+        let request_id = request_id(req.headers.get("x-request-id"));
+        let expects_continue = req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let head = Head { method: &req.method, path: req.uri.path(), headers: &req.headers, peer, tls };
+        let mut record = Record { request_id, route: None, client: Some(peer), outcome: "", status: 0, upstream_status: None };
+
+        // Head steps: route → method → address → transport → declared size.
+        let admitted = pipeline::check_head(&gateway, &head);
+        let (route, client) = match admitted {
+            Ok(a) => (a.route.clone(), a.client),
+            Err((route, rejection)) => {
+                record.route = route.map(|r| r.name.clone());
+                let keep = !matches!(rejection, Rejection::PayloadTooLarge) && !expects_continue;
+                self.answer(session, &Answer::Reject(rejection), &mut record).await;
+                self.finish(record, started);
+                return if expects_continue { Ended::Close } else { Ended::Early { keep } };
+            }
+        };
+        record.route = Some(route.name.clone());
+        record.client = client.addr;
+
+        // Body: the whole of it, bounded, before anything else happens.
+        if expects_continue && !session.is_http2() && session.write_continue_response().await.is_err() {
+            return self.gone(record, started);
+        }
+        let body = match body::read(session, route.max_body, deadline).await {
+            Ok(b) => b,
+            Err(body::BodyError::Refused(r)) => {
+                let timed_out = r == Rejection::RequestTimeout;
+                self.answer(session, &Answer::Reject(r), &mut record).await;
+                self.finish(record, started);
+                return if timed_out { Ended::Close } else { Ended::Early { keep: false } };
+            }
+            Err(body::BodyError::ClientGone) => return self.gone(record, started),
+        };
+
+        // Body steps: signature → parse → schema → events → idempotency key.
+        let key = match pipeline::check_body(&route, &session.req_header().headers, &body, received_at) {
+            Ok(k) => k,
+            Err(answer) => {
+                self.answer(session, &answer, &mut record).await;
+                self.finish(record, started);
+                return Ended::Complete;
+            }
+        };
+
+        // Idempotency: claim only now that every check has passed.
+        let claim = match &key {
+            Some(k) => match self.claim(&route, k).await {
+                Ok(c) => c,
+                Err(answer) => {
+                    self.answer(session, &answer, &mut record).await;
+                    self.finish(record, started);
+                    return Ended::Complete;
+                }
+            },
+            None => None,
+        };
+
+        let upstream_req = match forward::upstream_request(session.req_header(), &client, peer, &record.request_id, body.len()) {
+            Ok(r) => r,
+            Err(_) => {
+                // Only a header value we cannot re-encode lands here; nothing reached the app.
+                if let (Some(k), Some(t)) = (&key, claim) {
+                    let _ = shared.store.release(k, t).await;
+                }
+                self.answer(session, &Answer::Reject(Rejection::UpstreamUnavailable), &mut record).await;
+                self.finish(record, started);
+                return Ended::Complete;
+            }
+        };
+
+        // The exchange and the claim's fate run in their own task: a sender that hangs up does
+        // not abort it, so the app's answer still decides the claim and no delivery is doubled.
+        let task = tokio::spawn(deliver(shared.clone(), route.clone(), upstream_req, body, key.zip(claim)));
+        let result = match task.await {
+            Ok(r) => r,
+            Err(_) => Err(Rejection::UpstreamUnavailable),
+        };
+        match result {
+            Ok(answer) => {
+                let status = answer.header.status.as_u16();
+                record.upstream_status = Some(status);
+                record.status = status;
+                record.outcome = "forwarded";
+                let header = forward::relay_header(answer.header, answer.body.len(), &record.request_id);
+                let ok = write(session, header, answer.body).await;
+                self.finish(record, started);
+                if ok {
+                    Ended::Complete
+                } else {
+                    Ended::Close
+                }
+            }
+            Err(rejection) => {
+                self.answer(session, &Answer::Reject(rejection), &mut record).await;
+                self.finish(record, started);
+                Ended::Complete
+            }
+        }
+    }
+
+    /// Claims the key; a store failure answers 503 or, under `on_error: allow`, forwards undeduped.
+    async fn claim(&self, route: &Route, key: &DeliveryKey) -> Result<Option<ClaimToken>, Answer> {
+        let shared = &self.shared;
+        let lease = route.idempotency.as_ref().map_or(Duration::from_secs(60), |i| i.lease);
+        let t = Instant::now();
+        let result = shared.store.claim(key, lease).await;
+        shared.metrics.store_duration.with_label_values(&["claim"]).observe(t.elapsed().as_secs_f64());
+        match result {
+            Ok(Claim::Claimed(token)) => Ok(Some(token)),
+            Ok(Claim::Delivered) => Err(Answer::AlreadyProcessed),
+            Ok(Claim::InFlight { retry_after }) => Err(Answer::Reject(Rejection::DeliveryInProgress { retry_after })),
+            Err(e) => {
+                shared.metrics.store_errors.with_label_values(&["claim"]).inc();
+                tracing::warn!(route = %route.name, error = %e, "idempotency store failed");
+                match shared.on_error {
+                    OnError::Reject => Err(Answer::Reject(Rejection::StoreUnavailable)),
+                    OnError::Allow => {
+                        shared.metrics.dedupe_skipped.with_label_values(&[&route.name]).inc();
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn answer(&self, session: &mut ServerSession, answer: &Answer, record: &mut Record) {
+        record.status = answer.status();
+        record.outcome = answer.outcome();
+        let body = Bytes::from(answer.body());
+        let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else { return };
+        let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        let _ = header.insert_header("X-Request-Id", record.request_id.as_str());
+        for (name, value) in answer.headers() {
+            let _ = header.insert_header(name, value);
+        }
+        write(session, Box::new(header), body).await;
+    }
+
+    /// The client went away or broke the protocol: log it, answer nothing.
+    fn gone(&self, mut record: Record, started: Instant) -> Ended {
+        record.outcome = "client_closed";
+        record.status = 499;
+        self.finish(record, started);
+        Ended::Close
+    }
+
+    /// The metrics and the one structured log event of a request.
+    fn finish(&self, record: Record, started: Instant) {
+        let m = &self.shared.metrics;
+        let route = record.route.as_deref().unwrap_or("-");
+        let elapsed = started.elapsed();
+        m.requests.with_label_values(&[route, record.outcome]).inc();
+        m.request_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "hookgate::request",
+            request_id = %record.request_id,
+            route,
+            client = %record.client.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+            outcome = record.outcome,
+            status = record.status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_status = record.upstream_status,
+            "request"
+        );
+    }
+}
+
+/// Sends the delivery upstream and settles its claim by the answer: delivered on 2xx, released
+/// on anything else so the sender's retry goes through.
+async fn deliver(
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    request: Box<pingora_http::RequestHeader>,
+    body: Bytes,
+    claim: Option<(DeliveryKey, ClaimToken)>,
+) -> Result<forward::UpstreamAnswer, Rejection> {
+    let m = &shared.metrics;
+    let peer = forward::peer_for(&route.upstream);
+    let t = Instant::now();
+    let result = forward::exchange(&shared.connector, &peer, request, body, route.upstream_timeout).await;
+    m.upstream_duration.with_label_values(&[&route.name]).observe(t.elapsed().as_secs_f64());
+    let status = result.as_ref().ok().map(|a| a.header.status.as_u16());
+    if let Some(s) = status {
+        m.upstream_responses.with_label_values(&[&route.name, status_class(s)]).inc();
+    }
+    if let Some((key, token)) = claim {
+        let delivered = status.is_some_and(|s| (200..300).contains(&s));
+        let t = Instant::now();
+        let (op, outcome) = if delivered {
+            let ttl = route.idempotency.as_ref().map_or(Duration::from_secs(86400), |i| i.ttl);
+            ("complete", shared.store.complete(&key, token, ttl).await)
+        } else {
+            ("release", shared.store.release(&key, token).await)
+        };
+        m.store_duration.with_label_values(&[op]).observe(t.elapsed().as_secs_f64());
+        if let Err(e) = outcome {
+            m.store_errors.with_label_values(&[op]).inc();
+            tracing::warn!(route = %route.name, operation = op, error = %e, "idempotency store failed");
+        }
+    }
+    result
+}
+
+async fn write(session: &mut ServerSession, header: Box<ResponseHeader>, body: Bytes) -> bool {
+    if session.write_response_header(header).await.is_err() {
+        return false;
+    }
+    session.write_response_body(body, true).await.is_ok()
+}
+
+/// The sender's X-Request-Id when it is a sane token, else a fresh one.
+fn request_id(given: Option<&http::HeaderValue>) -> String {
+    given
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string)
+}

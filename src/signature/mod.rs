@@ -1,0 +1,201 @@
+//! Signature schemes (PRODUCT.md §4): one verifier interface, one small file per scheme.
+
+mod body_hmac;
+pub mod mac;
+mod slack;
+mod standard;
+mod stripe;
+
+use http::HeaderMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use body_hmac::BodyHmac;
+pub use slack::Slack;
+pub use standard::StandardWebhooks;
+pub use stripe::Stripe;
+
+/// Why a delivery's signature was refused; each maps to a §3 code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the signature header is missing")]
+    Missing,
+    #[error("the signature does not verify")]
+    Invalid,
+    #[error("the signed timestamp is outside the accepted tolerance")]
+    OutOfTolerance,
+}
+
+/// A signature scheme configured with a route's secrets.
+pub trait Scheme: Send + Sync {
+    /// The scheme's config name, e.g. `stripe`.
+    fn name(&self) -> &'static str;
+
+    /// Checks the delivery's signature over the raw `body`, against the time it was received.
+    fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<(), SignatureError>;
+
+    /// The header lines a sender would attach to `body` at `now`, from the first secret
+    /// (or from `signing_key` where the scheme signs with a private key).
+    fn sign(&self, body: &[u8], now: SystemTime, signing_key: Option<&str>) -> Result<Vec<(String, String)>, String>;
+}
+
+/// Raw settings a scheme is built from (already env-expanded).
+pub struct SchemeSettings<'a> {
+    pub scheme: &'a str,
+    pub secrets: &'a [String],
+    pub header: Option<&'a str>,
+    pub algorithm: Option<&'a str>,
+    pub encoding: Option<&'a str>,
+    pub prefix: Option<&'a str>,
+    pub tolerance: Option<Duration>,
+}
+
+/// A problem with one signature setting: (field below `signature`, message).
+pub type SettingError = (String, String);
+
+pub const SCHEMES: &[&str] = &[
+    "imggo",
+    "hmac",
+    "github",
+    "shopify",
+    "stripe",
+    "slack",
+    "standard-webhooks",
+    "svix",
+];
+
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// Builds the scheme named in `s`, reporting every misfit setting.
+pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError>> {
+    let mut errors = Vec::new();
+    if s.secrets.is_empty() {
+        errors.push(("secrets".into(), "at least one secret is required".into()));
+    }
+    for (i, secret) in s.secrets.iter().enumerate() {
+        if secret.is_empty() {
+            errors.push((format!("secrets[{i}]"), "secret is empty".into()));
+        }
+    }
+    let timestamped = matches!(s.scheme, "stripe" | "slack" | "standard-webhooks" | "svix");
+    let generic = s.scheme == "hmac";
+    let header_ok = matches!(s.scheme, "imggo" | "hmac" | "github" | "shopify");
+    if !generic {
+        for (field, set) in [
+            ("algorithm", s.algorithm.is_some()),
+            ("encoding", s.encoding.is_some()),
+            ("prefix", s.prefix.is_some()),
+        ] {
+            if set {
+                errors.push((field.into(), format!("not a setting of scheme {}", s.scheme)));
+            }
+        }
+    }
+    if !header_ok && s.header.is_some() {
+        errors.push(("header".into(), format!("not a setting of scheme {}", s.scheme)));
+    }
+    if !timestamped && s.tolerance.is_some() {
+        errors.push(("tolerance".into(), format!("scheme {} signs no timestamp", s.scheme)));
+    }
+    if !SCHEMES.contains(&s.scheme) {
+        errors.push((
+            "scheme".into(),
+            format!("unknown scheme {:?}; expected one of {}", s.scheme, SCHEMES.join(", ")),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let tolerance = s.tolerance.unwrap_or(DEFAULT_TOLERANCE);
+    let scheme: Box<dyn Scheme> = match s.scheme {
+        "imggo" => Box::new(BodyHmac::imggo(s.header, s.secrets).map_err(|e| vec![e])?),
+        "github" => Box::new(BodyHmac::github(s.header, s.secrets).map_err(|e| vec![e])?),
+        "shopify" => Box::new(BodyHmac::shopify(s.header, s.secrets).map_err(|e| vec![e])?),
+        "hmac" => Box::new(BodyHmac::generic(s)?),
+        "stripe" => Box::new(Stripe::new(s.secrets, tolerance)),
+        "slack" => Box::new(Slack::new(s.secrets, tolerance)),
+        "standard-webhooks" => Box::new(StandardWebhooks::new(s.secrets, tolerance, false)?),
+        "svix" => Box::new(StandardWebhooks::new(s.secrets, tolerance, true)?),
+        _ => return Err(vec![("scheme".into(), "unknown scheme".into())]),
+    };
+    Ok(scheme)
+}
+
+/// The first value of a header as bytes; `None` when absent.
+pub(crate) fn header<'a>(
+    headers: &'a HeaderMap,
+    name: impl http::header::AsHeaderName,
+) -> Option<&'a [u8]> {
+    headers.get(name).map(|v| v.as_bytes())
+}
+
+/// Parses a decimal Unix timestamp in seconds; anything else is not a timestamp.
+pub(crate) fn parse_timestamp(raw: &[u8]) -> Option<i64> {
+    if raw.is_empty() || raw.len() > 12 || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+/// True when `ts` (Unix seconds) lies within `tolerance` of `now`, in either direction.
+pub(crate) fn within_tolerance(ts: i64, now: SystemTime, tolerance: Duration) -> bool {
+    let now = match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(_) => return false,
+    };
+    now.abs_diff(ts) <= tolerance.as_secs()
+}
+
+pub(crate) fn unix_seconds(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_scheme_and_misplaced_settings_are_reported() {
+        let secrets = vec!["s".to_string()];
+        let errs = build(&SchemeSettings {
+            scheme: "md5",
+            secrets: &secrets,
+            header: None,
+            algorithm: None,
+            encoding: None,
+            prefix: None,
+            tolerance: None,
+        })
+        .err()
+        .unwrap();
+        assert!(errs.iter().any(|(f, _)| f == "scheme"));
+
+        let errs = build(&SchemeSettings {
+            scheme: "imggo",
+            secrets: &[],
+            header: None,
+            algorithm: Some("sha1"),
+            encoding: None,
+            prefix: None,
+            tolerance: Some(Duration::from_secs(1)),
+        })
+        .err()
+        .unwrap();
+        let fields: Vec<_> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["secrets", "algorithm", "tolerance"]);
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_timestamp(b"1700000000"), Some(1_700_000_000));
+        assert_eq!(parse_timestamp(b"-1"), None);
+        assert_eq!(parse_timestamp(b"17e8"), None);
+        assert_eq!(parse_timestamp(b""), None);
+        assert_eq!(parse_timestamp(&[b'9'; 40]), None);
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let tol = Duration::from_secs(300);
+        assert!(within_tolerance(700, now, tol));
+        assert!(within_tolerance(1300, now, tol));
+        assert!(!within_tolerance(699, now, tol));
+        assert!(!within_tolerance(1301, now, tol));
+    }
+}
