@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 #[derive(Parser)]
-#[command(name = "hookgate", version, about = "A webhook gateway that admits only clean deliveries.")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "A webhook gateway that admits only clean deliveries."
+)]
 pub struct Cli {
     /// Log format (default: json when stdout is not a terminal, else pretty). Level from RUST_LOG.
     #[arg(long, global = true, value_enum)]
@@ -99,7 +103,12 @@ pub fn main() -> i32 {
             }
             Err(code) => code,
         },
-        Command::Sign { config, route, key, body } => {
+        Command::Sign {
+            config,
+            route,
+            key,
+            body,
+        } => {
             let result = load(&config).map_err(|_| None).and_then(|c| {
                 let body = read_body(&body).map_err(Some)?;
                 signed_headers(&c, &route, key.as_deref(), &body).map_err(Some)
@@ -118,7 +127,14 @@ pub fn main() -> i32 {
                 Err(None) => 1,
             }
         }
-        Command::Send { url, config, route, key, insecure, body } => {
+        Command::Send {
+            url,
+            config,
+            route,
+            key,
+            insecure,
+            body,
+        } => {
             let result = load(&config).map_err(|_| None).and_then(|c| {
                 let body = read_body(&body).map_err(Some)?;
                 let headers = signed_headers(&c, &route, key.as_deref(), &body).map_err(Some)?;
@@ -152,7 +168,9 @@ fn load(file: &Path) -> Result<Config, i32> {
 fn read_body(source: &str) -> Result<Vec<u8>, String> {
     if source == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("reading stdin: {e}"))?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("reading stdin: {e}"))?;
         Ok(buf)
     } else {
         std::fs::read(source).map_err(|e| format!("reading {source}: {e}"))
@@ -160,23 +178,38 @@ fn read_body(source: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The header lines `route` expects for `body`, signed now.
-pub fn signed_headers(c: &Config, route: &str, key: Option<&str>, body: &[u8]) -> Result<Vec<(String, String)>, String> {
+pub fn signed_headers(
+    c: &Config,
+    route: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, String> {
     let r = c
         .gateway
         .route_order
         .iter()
         .find(|r| &*r.name == route)
         .ok_or_else(|| format!("no route named {route:?} in {}", c.source.display()))?;
-    let scheme = r.signature.as_ref().ok_or_else(|| format!("route {route:?} has no signature"))?;
+    let scheme = r
+        .signature
+        .as_ref()
+        .ok_or_else(|| format!("route {route:?} has no signature"))?;
     scheme.sign(body, SystemTime::now(), key)
 }
 
 fn serves_self_signed(c: &Config) -> bool {
-    c.listeners.iter().any(|l| matches!(l.tls, Some(ListenerTls::SelfSigned)))
+    c.listeners
+        .iter()
+        .any(|l| matches!(l.tls, Some(ListenerTls::SelfSigned)))
 }
 
 /// POSTs `body` with `headers` to `url` over Pingora's client; returns status and body.
-fn send(url: &str, headers: Vec<(String, String)>, body: Vec<u8>, insecure: bool) -> Result<(u16, Bytes), String> {
+fn send(
+    url: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    insecure: bool,
+) -> Result<(u16, Bytes), String> {
     use pingora_core::connectors::http::v1::Connector;
     use pingora_core::connectors::ConnectorOptions;
     use pingora_core::upstreams::peer::HttpPeer;
@@ -188,7 +221,11 @@ fn send(url: &str, headers: Vec<(String, String)>, body: Vec<u8>, insecure: bool
         Some("http") => false,
         _ => return Err("the URL must start with http:// or https://".into()),
     };
-    let host = uri.host().ok_or("the URL has no host")?.trim_matches(|c| c == '[' || c == ']').to_string();
+    let host = uri
+        .host()
+        .ok_or("the URL has no host")?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let addr = (host.as_str(), port)
         .to_socket_addrs()
@@ -201,20 +238,33 @@ fn send(url: &str, headers: Vec<(String, String)>, body: Vec<u8>, insecure: bool
         peer.options.verify_hostname = false;
     }
     let mut options = ConnectorOptions::new(1);
-    for ca in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"] {
+    for ca in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ] {
         if Path::new(ca).is_file() {
             options.ca_file = Some(ca.to_string());
             break;
         }
     }
-    let mut req = pingora_http::RequestHeader::build("POST", uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(), None)
-        .map_err(|e| e.to_string())?;
+    let mut req = pingora_http::RequestHeader::build(
+        "POST",
+        uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
-    let set = |req: &mut pingora_http::RequestHeader, n: String, v: String| req.insert_header(n, v).map_err(|e| e.to_string());
+    let set = |req: &mut pingora_http::RequestHeader, n: String, v: String| {
+        req.insert_header(n, v).map_err(|e| e.to_string())
+    };
     set(&mut req, "Host".into(), authority)?;
     set(&mut req, "Content-Type".into(), "application/json".into())?;
     set(&mut req, "Content-Length".into(), body.len().to_string())?;
-    set(&mut req, "User-Agent".into(), format!("hookgate-send/{}", env!("CARGO_PKG_VERSION")))?;
+    set(
+        &mut req,
+        "User-Agent".into(),
+        format!("hookgate-send/{}", env!("CARGO_PKG_VERSION")),
+    )?;
     for (n, v) in headers {
         set(&mut req, n, v)?;
     }
@@ -224,11 +274,18 @@ fn send(url: &str, headers: Vec<(String, String)>, body: Vec<u8>, insecure: bool
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let connector = Connector::new(Some(options));
-        let (mut s, _) = connector.get_http_session(&peer).await.map_err(|e| format!("connecting to {url}: {e}"))?;
-        s.write_request_header(Box::new(req)).await.map_err(|e| e.to_string())?;
+        let (mut s, _) = connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| format!("connecting to {url}: {e}"))?;
+        s.write_request_header(Box::new(req))
+            .await
+            .map_err(|e| e.to_string())?;
         s.write_body(&body).await.map_err(|e| e.to_string())?;
         s.finish_body().await.map_err(|e| e.to_string())?;
-        s.read_response().await.map_err(|e| format!("reading the answer: {e}"))?;
+        s.read_response()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?;
         let status = s.resp_header().map_or(0, |h| h.status.as_u16());
         let mut out = Vec::new();
         while let Some(chunk) = s.read_body_bytes().await.map_err(|e| e.to_string())? {

@@ -18,35 +18,76 @@ pub struct Metrics {
     pub dedupe_skipped: IntCounterVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-            registry.register(Box::new(c.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            registry
+                .register(Box::new(c.clone()))
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-            let h = HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-            registry.register(Box::new(h.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            let h =
+                HistogramVec::new(opts, labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            registry
+                .register(Box::new(h.clone()))
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
             h
         };
-        let requests = counter("hookgate_requests_total", "Requests answered, by route and outcome.", &["route", "outcome"]);
-        let request_duration = histogram("hookgate_request_duration_seconds", "Time from request head to answer.", &["route"]);
-        let upstream_responses = counter("hookgate_upstream_responses_total", "Upstream answers by status class.", &["route", "class"]);
-        let upstream_duration = histogram("hookgate_upstream_duration_seconds", "Upstream exchange time.", &["route"]);
+        let requests = counter(
+            "hookgate_requests_total",
+            "Requests answered, by route and outcome.",
+            &["route", "outcome"],
+        );
+        let request_duration = histogram(
+            "hookgate_request_duration_seconds",
+            "Time from request head to answer.",
+            &["route"],
+        );
+        let upstream_responses = counter(
+            "hookgate_upstream_responses_total",
+            "Upstream answers by status class.",
+            &["route", "class"],
+        );
+        let upstream_duration = histogram(
+            "hookgate_upstream_duration_seconds",
+            "Upstream exchange time.",
+            &["route"],
+        );
         let idempotency_keys = IntGaugeVec::new(
-            Opts::new("hookgate_idempotency_keys", "Claimed + delivered keys held by the memory store."),
+            Opts::new(
+                "hookgate_idempotency_keys",
+                "Claimed + delivered keys held by the memory store.",
+            ),
             &["route"],
         )
         .unwrap_or_else(|e| panic!("metric: {e}"));
-        registry.register(Box::new(idempotency_keys.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
-        let config_reloads = counter("hookgate_config_reloads_total", "Config reloads by result.", &["result"]);
-        let store_duration = histogram("hookgate_store_duration_seconds", "Idempotency store round trips.", &["operation"]);
-        let store_errors = counter("hookgate_store_errors_total", "Idempotency store failures.", &["operation"]);
+        registry
+            .register(Box::new(idempotency_keys.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let config_reloads = counter(
+            "hookgate_config_reloads_total",
+            "Config reloads by result.",
+            &["result"],
+        );
+        let store_duration = histogram(
+            "hookgate_store_duration_seconds",
+            "Idempotency store round trips.",
+            &["operation"],
+        );
+        let store_errors = counter(
+            "hookgate_store_errors_total",
+            "Idempotency store failures.",
+            &["operation"],
+        );
         let dedupe_skipped = counter(
             "hookgate_dedupe_skipped_total",
             "Deliveries forwarded without dedupe because the store failed and on_error is allow.",

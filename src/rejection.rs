@@ -36,23 +36,87 @@ impl Rejection {
         use Rejection::*;
         use SignatureError::*;
         match self {
-            RouteNotFound => (404, "route_not_found", "No webhook route is configured for this path."),
-            MethodNotAllowed => (405, "method_not_allowed", "Webhook deliveries must use POST."),
-            IpNotAllowed => (403, "ip_not_allowed", "The client address is not allowed to deliver to this route."),
-            HttpsRequired => (403, "https_required", "This route accepts deliveries over HTTPS only."),
-            PayloadTooLarge => (413, "payload_too_large", "The request body exceeds this route's max_body."),
-            RequestTimeout => (408, "request_timeout", "The request body did not arrive within the client timeout."),
-            Signature(Missing) => (401, "signature_missing", "The delivery carries no signature header."),
-            Signature(Invalid) => (401, "signature_invalid", "The signature does not verify against the raw body."),
-            Signature(OutOfTolerance) => (401, "timestamp_out_of_tolerance", "The signed timestamp is outside the accepted tolerance."),
+            RouteNotFound => (
+                404,
+                "route_not_found",
+                "No webhook route is configured for this path.",
+            ),
+            MethodNotAllowed => (
+                405,
+                "method_not_allowed",
+                "Webhook deliveries must use POST.",
+            ),
+            IpNotAllowed => (
+                403,
+                "ip_not_allowed",
+                "The client address is not allowed to deliver to this route.",
+            ),
+            HttpsRequired => (
+                403,
+                "https_required",
+                "This route accepts deliveries over HTTPS only.",
+            ),
+            PayloadTooLarge => (
+                413,
+                "payload_too_large",
+                "The request body exceeds this route's max_body.",
+            ),
+            RequestTimeout => (
+                408,
+                "request_timeout",
+                "The request body did not arrive within the client timeout.",
+            ),
+            Signature(Missing) => (
+                401,
+                "signature_missing",
+                "The delivery carries no signature header.",
+            ),
+            Signature(Invalid) => (
+                401,
+                "signature_invalid",
+                "The signature does not verify against the raw body.",
+            ),
+            Signature(OutOfTolerance) => (
+                401,
+                "timestamp_out_of_tolerance",
+                "The signed timestamp is outside the accepted tolerance.",
+            ),
             InvalidJson => (400, "invalid_json", "The request body is not valid JSON."),
-            SchemaViolation(_) => (422, "schema_violation", "The delivery does not match the route's JSON Schema."),
-            EventNotAllowed => (422, "event_not_allowed", "This event type is not accepted by this route."),
-            IdempotencyKeyMissing => (422, "idempotency_key_missing", "The delivery lacks a field of its idempotency key."),
-            DeliveryInProgress { .. } => (409, "delivery_in_progress", "This delivery is being processed; retry later."),
-            StoreUnavailable => (503, "store_unavailable", "The idempotency store is unavailable; retry later."),
-            UpstreamUnavailable => (502, "upstream_unavailable", "The upstream application could not be reached."),
-            UpstreamTimeout => (504, "upstream_timeout", "The upstream application did not answer in time."),
+            SchemaViolation(_) => (
+                422,
+                "schema_violation",
+                "The delivery does not match the route's JSON Schema.",
+            ),
+            EventNotAllowed => (
+                422,
+                "event_not_allowed",
+                "This event type is not accepted by this route.",
+            ),
+            IdempotencyKeyMissing => (
+                422,
+                "idempotency_key_missing",
+                "The delivery lacks a field of its idempotency key.",
+            ),
+            DeliveryInProgress { .. } => (
+                409,
+                "delivery_in_progress",
+                "This delivery is being processed; retry later.",
+            ),
+            StoreUnavailable => (
+                503,
+                "store_unavailable",
+                "The idempotency store is unavailable; retry later.",
+            ),
+            UpstreamUnavailable => (
+                502,
+                "upstream_unavailable",
+                "The upstream application could not be reached.",
+            ),
+            UpstreamTimeout => (
+                504,
+                "upstream_timeout",
+                "The upstream application did not answer in time.",
+            ),
         }
     }
 
@@ -125,7 +189,11 @@ impl Answer {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Answer::Reject(Rejection::MethodNotAllowed) => vec![("Allow", "POST".into())],
-            Answer::Reject(r) => r.retry_after().map(|s| ("Retry-After", s.to_string())).into_iter().collect(),
+            Answer::Reject(r) => r
+                .retry_after()
+                .map(|s| ("Retry-After", s.to_string()))
+                .into_iter()
+                .collect(),
             Answer::AlreadyProcessed => vec![("Idempotent-Replayed", "true".into())],
             Answer::Ignored => vec![],
         }
@@ -138,20 +206,35 @@ mod tests {
 
     #[test]
     fn error_body_shape() {
-        let body: serde_json::Value = serde_json::from_slice(&Rejection::RouteNotFound.body()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&Rejection::RouteNotFound.body()).unwrap();
         assert_eq!(body["error"]["code"], "route_not_found");
         assert!(body["error"]["message"].as_str().unwrap().len() > 10);
-        let v = Rejection::SchemaViolation(vec![Violation { path: "/job_id".into(), message: "m".into() }]);
+        let v = Rejection::SchemaViolation(vec![Violation {
+            path: "/job_id".into(),
+            message: "m".into(),
+        }]);
         let body: serde_json::Value = serde_json::from_slice(&v.body()).unwrap();
         assert_eq!(body["error"]["details"][0]["path"], "/job_id");
     }
 
     #[test]
     fn contract_headers() {
-        assert_eq!(Answer::Reject(Rejection::MethodNotAllowed).headers(), vec![("Allow", "POST".to_string())]);
-        assert_eq!(Answer::AlreadyProcessed.headers(), vec![("Idempotent-Replayed", "true".to_string())]);
-        let busy = Rejection::DeliveryInProgress { retry_after: Duration::from_millis(200) };
-        assert_eq!(Answer::Reject(busy).headers(), vec![("Retry-After", "1".to_string())]);
+        assert_eq!(
+            Answer::Reject(Rejection::MethodNotAllowed).headers(),
+            vec![("Allow", "POST".to_string())]
+        );
+        assert_eq!(
+            Answer::AlreadyProcessed.headers(),
+            vec![("Idempotent-Replayed", "true".to_string())]
+        );
+        let busy = Rejection::DeliveryInProgress {
+            retry_after: Duration::from_millis(200),
+        };
+        assert_eq!(
+            Answer::Reject(busy).headers(),
+            vec![("Retry-After", "1".to_string())]
+        );
         assert_eq!(Answer::Reject(Rejection::StoreUnavailable).status(), 503);
     }
 }

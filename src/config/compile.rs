@@ -29,7 +29,10 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem::Field { path: path.into(), message: message.into() });
+        self.problems.push(Problem::Field {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     /// `${VAR}` expansion; on failure the problem is recorded and "" returned.
@@ -60,7 +63,10 @@ impl Ctx<'_> {
             .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
             .map(|n| canonical_net(n).trunc());
         if parsed.is_none() {
-            self.err(path, format!("{text:?} is not an IP address or CIDR (e.g. 203.0.113.0/24)"));
+            self.err(
+                path,
+                format!("{text:?} is not an IP address or CIDR (e.g. 203.0.113.0/24)"),
+            );
         }
         parsed
     }
@@ -86,7 +92,11 @@ pub fn compile(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Problem>> {
-    let mut cx = Ctx { problems: Vec::new(), base, env };
+    let mut cx = Ctx {
+        problems: Vec::new(),
+        base,
+        env,
+    };
 
     if raw.listen.is_empty() {
         cx.err("listen", "at least one listener is required");
@@ -124,7 +134,10 @@ pub fn compile(
         let addr = cx.expand("admin.addr", &a.addr);
         let parsed = addr.parse::<SocketAddr>().ok();
         if parsed.is_none() {
-            cx.err("admin.addr", format!("{addr:?} is not host:port (e.g. 127.0.0.1:9090)"));
+            cx.err(
+                "admin.addr",
+                format!("{addr:?} is not host:port (e.g. 127.0.0.1:9090)"),
+            );
         }
         parsed
     });
@@ -146,15 +159,25 @@ pub fn compile(
     let mut route_order = Vec::new();
     let mut names = HashMap::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        let label = if r.name.is_empty() { i.to_string() } else { r.name.clone() };
+        let label = if r.name.is_empty() {
+            i.to_string()
+        } else {
+            r.name.clone()
+        };
         let at = format!("routes[{label}]");
         if names.insert(r.name.clone(), i).is_some() {
-            cx.err(format!("{at}.name"), format!("route name {:?} is used twice", r.name));
+            cx.err(
+                format!("{at}.name"),
+                format!("route name {:?} is used twice", r.name),
+            );
         }
         if let Some(route) = route(&mut cx, &at, r) {
             let route = Arc::new(route);
             if routes.insert(route.path.clone(), route.clone()).is_some() {
-                cx.err(format!("{at}.path"), format!("path {:?} is served by an earlier route", route.path));
+                cx.err(
+                    format!("{at}.path"),
+                    format!("path {:?} is served by an earlier route", route.path),
+                );
             }
             route_order.push(route);
         }
@@ -171,7 +194,12 @@ pub fn compile(
         upgrade_socket,
         admin,
         store,
-        gateway: Arc::new(Gateway { routes, route_order, trusted_proxies, client_timeout }),
+        gateway: Arc::new(Gateway {
+            routes,
+            route_order,
+            trusted_proxies,
+            client_timeout,
+        }),
     })
 }
 
@@ -179,30 +207,45 @@ fn listener(cx: &mut Ctx<'_>, i: usize, l: &RawListener) -> Listener {
     let at = format!("listen[{i}]");
     let addr = cx.expand(&format!("{at}.addr"), &l.addr);
     if addr.parse::<SocketAddr>().is_err() {
-        cx.err(format!("{at}.addr"), format!("{addr:?} is not host:port (e.g. 0.0.0.0:8443)"));
+        cx.err(
+            format!("{at}.addr"),
+            format!("{addr:?} is not host:port (e.g. 0.0.0.0:8443)"),
+        );
     }
-    let tls = l.tls.as_ref().and_then(|t| match (t.self_signed, &t.cert, &t.key) {
-        (true, None, None) => Some(ListenerTls::SelfSigned),
-        (true, _, _) => {
-            cx.err(format!("{at}.tls"), "self_signed: true generates its own certificate; drop cert and key");
-            None
-        }
-        (false, Some(cert), Some(key)) => {
-            let cert = cx.expand(&format!("{at}.tls.cert"), cert);
-            let key = cx.expand(&format!("{at}.tls.key"), key);
-            let (cert, key) = (cx.resolve(&cert), cx.resolve(&key));
-            for (field, p) in [("cert", &cert), ("key", &key)] {
-                if !p.is_file() {
-                    cx.err(format!("{at}.tls.{field}"), format!("file {} does not exist", p.display()));
-                }
+    let tls = l
+        .tls
+        .as_ref()
+        .and_then(|t| match (t.self_signed, &t.cert, &t.key) {
+            (true, None, None) => Some(ListenerTls::SelfSigned),
+            (true, _, _) => {
+                cx.err(
+                    format!("{at}.tls"),
+                    "self_signed: true generates its own certificate; drop cert and key",
+                );
+                None
             }
-            Some(ListenerTls::Files { cert, key })
-        }
-        (false, _, _) => {
-            cx.err(format!("{at}.tls"), "needs both cert and key (or self_signed: true for development)");
-            None
-        }
-    });
+            (false, Some(cert), Some(key)) => {
+                let cert = cx.expand(&format!("{at}.tls.cert"), cert);
+                let key = cx.expand(&format!("{at}.tls.key"), key);
+                let (cert, key) = (cx.resolve(&cert), cx.resolve(&key));
+                for (field, p) in [("cert", &cert), ("key", &key)] {
+                    if !p.is_file() {
+                        cx.err(
+                            format!("{at}.tls.{field}"),
+                            format!("file {} does not exist", p.display()),
+                        );
+                    }
+                }
+                Some(ListenerTls::Files { cert, key })
+            }
+            (false, _, _) => {
+                cx.err(
+                    format!("{at}.tls"),
+                    "needs both cert and key (or self_signed: true for development)",
+                );
+                None
+            }
+        });
     Listener { addr, tls }
 }
 
@@ -238,12 +281,23 @@ fn store(cx: &mut Ctx<'_>, raw: Option<&RawStore>) -> StoreSettings {
 
 fn route(cx: &mut Ctx<'_>, at: &str, r: &RawRoute) -> Option<Route> {
     let before = cx.problems.len();
-    if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        cx.err(format!("{at}.name"), "a route name is letters, digits, '-', '_' or '.'");
+    if r.name.is_empty()
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        cx.err(
+            format!("{at}.name"),
+            "a route name is letters, digits, '-', '_' or '.'",
+        );
     }
     let path = cx.expand(&format!("{at}.path"), &r.path);
     if !path.starts_with('/') || path.contains('?') {
-        cx.err(format!("{at}.path"), "an exact path starting with / and without a query");
+        cx.err(
+            format!("{at}.path"),
+            "an exact path starting with / and without a query",
+        );
     }
     let upstream = upstream(cx, &format!("{at}.upstream"), &r.upstream);
     let upstream_timeout = r.upstream_timeout.map_or(DEFAULT_UPSTREAM_TIMEOUT, |d| d.0);
@@ -252,7 +306,10 @@ fn route(cx: &mut Ctx<'_>, at: &str, r: &RawRoute) -> Option<Route> {
     }
     let allow_ips = r.allow_ips.as_ref().map(|ips| {
         if ips.is_empty() {
-            cx.err(format!("{at}.allow_ips"), "an empty list would refuse everyone; omit allow_ips to allow any address");
+            cx.err(
+                format!("{at}.allow_ips"),
+                "an empty list would refuse everyone; omit allow_ips to allow any address",
+            );
         }
         ips.iter()
             .enumerate()
@@ -265,9 +322,18 @@ fn route(cx: &mut Ctx<'_>, at: &str, r: &RawRoute) -> Option<Route> {
     }
     let max_body = usize::try_from(max_body).unwrap_or(usize::MAX);
 
-    let signature = r.signature.as_ref().and_then(|s| signature(cx, &format!("{at}.signature"), s));
-    let schema = r.schema.as_ref().and_then(|s| schema(cx, &format!("{at}.schema"), s));
-    let events = r.events.as_ref().and_then(|e| events(cx, &format!("{at}.events"), e));
+    let signature = r
+        .signature
+        .as_ref()
+        .and_then(|s| signature(cx, &format!("{at}.signature"), s));
+    let schema = r
+        .schema
+        .as_ref()
+        .and_then(|s| schema(cx, &format!("{at}.schema"), s));
+    let events = r
+        .events
+        .as_ref()
+        .and_then(|e| events(cx, &format!("{at}.events"), e));
     let idempotency = r
         .idempotency
         .as_ref()
@@ -296,7 +362,10 @@ fn upstream(cx: &mut Ctx<'_>, at: &str, text: &str) -> Option<Upstream> {
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
         Err(_) => {
-            cx.err(at, format!("{url:?} is not a URL like http://127.0.0.1:5000"));
+            cx.err(
+                at,
+                format!("{url:?} is not a URL like http://127.0.0.1:5000"),
+            );
             return None;
         }
     };
@@ -309,13 +378,27 @@ fn upstream(cx: &mut Ctx<'_>, at: &str, text: &str) -> Option<Upstream> {
         }
     };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        cx.err(at, "the upstream is scheme://host:port only; requests keep their own path");
+        cx.err(
+            at,
+            "the upstream is scheme://host:port only; requests keep their own path",
+        );
         return None;
     }
-    let host = uri.host()?.trim_matches(|c| c == '[' || c == ']').to_string();
+    let host = uri
+        .host()?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    match (host.as_str(), port).to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(addr)) => Some(Upstream { addr, tls, host, url }),
+    match (host.as_str(), port)
+        .to_socket_addrs()
+        .map(|mut a| a.next())
+    {
+        Ok(Some(addr)) => Some(Upstream {
+            addr,
+            tls,
+            host,
+            url,
+        }),
         _ => {
             cx.err(at, format!("cannot resolve upstream host {host:?}"));
             None
@@ -330,8 +413,14 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
         .enumerate()
         .map(|(i, v)| cx.expand(&format!("{at}.secrets[{i}]"), v))
         .collect();
-    let header = s.header.as_deref().map(|h| cx.expand(&format!("{at}.header"), h));
-    let prefix = s.prefix.as_deref().map(|p| cx.expand(&format!("{at}.prefix"), p));
+    let header = s
+        .header
+        .as_deref()
+        .map(|h| cx.expand(&format!("{at}.header"), h));
+    let prefix = s
+        .prefix
+        .as_deref()
+        .map(|p| cx.expand(&format!("{at}.prefix"), p));
     let settings = SchemeSettings {
         scheme: &s.scheme,
         secrets: &secrets,
@@ -361,14 +450,20 @@ fn schema(cx: &mut Ctx<'_>, at: &str, s: &RawSchema) -> Option<jsonschema::Valid
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
-                    cx.err(at, format!("cannot read schema file {}: {e}", file.display()));
+                    cx.err(
+                        at,
+                        format!("cannot read schema file {}: {e}", file.display()),
+                    );
                     return None;
                 }
             };
             match serde_json::from_str(&text) {
                 Ok(v) => v,
                 Err(e) => {
-                    cx.err(at, format!("schema file {} is not JSON: {e}", file.display()));
+                    cx.err(
+                        at,
+                        format!("schema file {} is not JSON: {e}", file.display()),
+                    );
                     return None;
                 }
             }
@@ -390,7 +485,10 @@ fn is_pointer(p: &str) -> bool {
 fn events(cx: &mut Ctx<'_>, at: &str, e: &RawEvents) -> Option<Events> {
     let pointer = cx.expand(&format!("{at}.pointer"), &e.pointer);
     if !is_pointer(&pointer) {
-        cx.err(format!("{at}.pointer"), "a JSON pointer starts with / (e.g. /event)");
+        cx.err(
+            format!("{at}.pointer"),
+            "a JSON pointer starts with / (e.g. /event)",
+        );
     }
     if e.allow.is_empty() {
         cx.err(format!("{at}.allow"), "list at least one wanted event");
@@ -401,16 +499,28 @@ fn events(cx: &mut Ctx<'_>, at: &str, e: &RawEvents) -> Option<Events> {
         .enumerate()
         .map(|(i, a)| cx.expand(&format!("{at}.allow[{i}]"), a))
         .collect();
-    Some(Events { pointer, allow, otherwise: e.otherwise.unwrap_or(Otherwise::Ignore) })
+    Some(Events {
+        pointer,
+        allow,
+        otherwise: e.otherwise.unwrap_or(Otherwise::Ignore),
+    })
 }
 
-fn idempotency(cx: &mut Ctx<'_>, at: &str, i: &RawIdempotency, upstream_timeout: Duration) -> Option<Idempotency> {
+fn idempotency(
+    cx: &mut Ctx<'_>,
+    at: &str,
+    i: &RawIdempotency,
+    upstream_timeout: Duration,
+) -> Option<Idempotency> {
     let keys = match &i.key {
         OneOrMany::One(k) => vec![k.clone()],
         OneOrMany::Many(v) => v.clone(),
     };
     if keys.is_empty() {
-        cx.err(format!("{at}.key"), "name at least one JSON pointer or header:Name");
+        cx.err(
+            format!("{at}.key"),
+            "name at least one JSON pointer or header:Name",
+        );
     }
     let mut parts = Vec::new();
     for (n, k) in keys.iter().enumerate() {
@@ -431,7 +541,9 @@ fn idempotency(cx: &mut Ctx<'_>, at: &str, i: &RawIdempotency, upstream_timeout:
     if ttl.is_zero() {
         cx.err(format!("{at}.ttl"), "must be more than 0");
     }
-    let lease = i.lease.map_or(upstream_timeout + DEFAULT_LEASE_MARGIN, |d| d.0);
+    let lease = i
+        .lease
+        .map_or(upstream_timeout + DEFAULT_LEASE_MARGIN, |d| d.0);
     if lease <= upstream_timeout {
         cx.err(
             format!("{at}.lease"),

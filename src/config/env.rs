@@ -39,7 +39,10 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
 /// Config text that may hold a secret is never echoed back whole.
 fn redact(text: &str) -> String {
     if text.len() > 8 {
-        format!("{}…", &text[..text.char_indices().nth(8).map_or(text.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &text[..text.char_indices().nth(8).map_or(text.len(), |(i, _)| i)]
+        )
     } else {
         text.to_string()
     }

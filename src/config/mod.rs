@@ -20,7 +20,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// YAML syntax or type error, located in the file.
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// A value that parsed but is not acceptable, located by its field path.
     Field { path: String, message: String },
     /// The file itself could not be read.
@@ -41,9 +45,11 @@ impl fmt::Display for ConfigError {
                 writeln!(f)?;
             }
             match p {
-                Problem::Syntax { line, column, message } => {
-                    write!(f, "{}:{line}:{column}: {message}", self.file.display())?
-                }
+                Problem::Syntax {
+                    line,
+                    column,
+                    message,
+                } => write!(f, "{}:{line}:{column}: {message}", self.file.display())?,
                 Problem::Field { path, message } => write!(f, "{path}: {message}")?,
                 Problem::Unreadable(message) => write!(f, "{}: {message}", self.file.display())?,
             }
@@ -60,10 +66,19 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 }
 
 /// As [`load`], with the environment supplied (tests).
-pub fn load_with_env(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let fail = |problems| ConfigError { file: file.to_path_buf(), problems };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| fail(vec![Problem::Unreadable(format!("cannot read the config: {e}"))]))?;
+pub fn load_with_env(
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: file.to_path_buf(),
+        problems,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        fail(vec![Problem::Unreadable(format!(
+            "cannot read the config: {e}"
+        ))])
+    })?;
     let raw = parse(&text).map_err(|p| fail(vec![p]))?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     compile::compile(raw, &base, file, env).map_err(fail)
@@ -78,6 +93,10 @@ pub fn parse(text: &str) -> Result<raw::RawConfig, Problem> {
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
-        Problem::Syntax { line, column, message }
+        Problem::Syntax {
+            line,
+            column,
+            message,
+        }
     })
 }

@@ -126,8 +126,16 @@ pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
 impl std::fmt::Display for Route {
     /// One line per route, as `hookgate check` prints it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: POST {} -> {}", self.name, self.path, self.upstream.url)?;
-        write!(f, " signature={}", self.signature.as_ref().map_or("none", |s| s.name()))?;
+        write!(
+            f,
+            "{}: POST {} -> {}",
+            self.name, self.path, self.upstream.url
+        )?;
+        write!(
+            f,
+            " signature={}",
+            self.signature.as_ref().map_or("none", |s| s.name())
+        )?;
         if self.https_only {
             write!(f, " https_only")?;
         }

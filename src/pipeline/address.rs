@@ -21,7 +21,11 @@ pub struct Client {
 pub fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted: &[IpNet]) -> Client {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !contains(trusted, peer) {
-        return Client { addr: Some(peer), https: tls, peer_trusted: false };
+        return Client {
+            addr: Some(peer),
+            https: tls,
+            peer_trusted: false,
+        };
     }
     let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
@@ -54,7 +58,11 @@ pub fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted: &[IpNet]) 
         .flat_map(|v| v.split(','))
         .next_back()
         .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
-    Client { addr, https: tls || forwarded_https, peer_trusted: true }
+    Client {
+        addr,
+        https: tls || forwarded_https,
+        peer_trusted: true,
+    }
 }
 
 /// An X-Forwarded-For entry: an address, optionally with a port (`1.2.3.4:80`, `[::1]:80`).
@@ -98,8 +106,20 @@ mod tests {
 
     #[test]
     fn untrusted_peer_headers_are_ignored() {
-        let c = resolve(ip("198.51.100.7"), false, &xff("203.0.113.5", Some("https")), &nets(&["10.0.0.0/8"]));
-        assert_eq!(c, Client { addr: Some(ip("198.51.100.7")), https: false, peer_trusted: false });
+        let c = resolve(
+            ip("198.51.100.7"),
+            false,
+            &xff("203.0.113.5", Some("https")),
+            &nets(&["10.0.0.0/8"]),
+        );
+        assert_eq!(
+            c,
+            Client {
+                addr: Some(ip("198.51.100.7")),
+                https: false,
+                peer_trusted: false
+            }
+        );
     }
 
     #[test]
@@ -114,22 +134,47 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8"]);
         let h = xff("1.1.1.1, 203.0.113.5, 10.0.0.2", Some("https"));
         let c = resolve(ip("10.0.0.1"), false, &h, &trusted);
-        assert_eq!(c, Client { addr: Some(ip("203.0.113.5")), https: true, peer_trusted: true });
-        let all_trusted = resolve(ip("10.0.0.1"), false, &xff("10.0.0.3, 10.0.0.2", None), &trusted);
+        assert_eq!(
+            c,
+            Client {
+                addr: Some(ip("203.0.113.5")),
+                https: true,
+                peer_trusted: true
+            }
+        );
+        let all_trusted = resolve(
+            ip("10.0.0.1"),
+            false,
+            &xff("10.0.0.3, 10.0.0.2", None),
+            &trusted,
+        );
         assert_eq!(all_trusted.addr, Some(ip("10.0.0.3")));
         assert!(!all_trusted.https);
         let none = resolve(ip("10.0.0.1"), false, &HeaderMap::new(), &trusted);
         assert_eq!(none.addr, Some(ip("10.0.0.1")));
-        let ported = resolve(ip("10.0.0.1"), false, &xff("[2001:db8::1]:443", None), &trusted);
+        let ported = resolve(
+            ip("10.0.0.1"),
+            false,
+            &xff("[2001:db8::1]:443", None),
+            &trusted,
+        );
         assert_eq!(ported.addr, Some(ip("2001:db8::1")));
     }
 
     #[test]
     fn garbage_entry_matches_no_allowlist() {
         let trusted = nets(&["10.0.0.0/8"]);
-        let c = resolve(ip("10.0.0.1"), false, &xff("203.0.113.5, not-an-ip", None), &trusted);
+        let c = resolve(
+            ip("10.0.0.1"),
+            false,
+            &xff("203.0.113.5, not-an-ip", None),
+            &trusted,
+        );
         assert_eq!(c.addr, None);
-        assert_eq!(check(Some(&nets(&["0.0.0.0/0"])), &c), Err(Rejection::IpNotAllowed));
+        assert_eq!(
+            check(Some(&nets(&["0.0.0.0/0"])), &c),
+            Err(Rejection::IpNotAllowed)
+        );
         assert_eq!(check(None, &c), Ok(()));
     }
 }

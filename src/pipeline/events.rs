@@ -22,17 +22,27 @@ mod tests {
     use serde_json::json;
 
     fn events(otherwise: Otherwise) -> Events {
-        Events { pointer: "/event".into(), allow: vec!["job.completed".into()], otherwise }
+        Events {
+            pointer: "/event".into(),
+            allow: vec!["job.completed".into()],
+            otherwise,
+        }
     }
 
     #[test]
     fn wanted_ignored_or_rejected() {
         let e = events(Otherwise::Ignore);
         assert_eq!(check(&e, &json!({"event": "job.completed"})), Ok(()));
-        assert_eq!(check(&e, &json!({"event": "job.queued"})), Err(Answer::Ignored));
+        assert_eq!(
+            check(&e, &json!({"event": "job.queued"})),
+            Err(Answer::Ignored)
+        );
         assert_eq!(check(&e, &json!({})), Err(Answer::Ignored));
         assert_eq!(check(&e, &json!({"event": 7})), Err(Answer::Ignored));
         let e = events(Otherwise::Reject);
-        assert_eq!(check(&e, &json!({"event": "x"})), Err(Answer::Reject(Rejection::EventNotAllowed)));
+        assert_eq!(
+            check(&e, &json!({"event": "x"})),
+            Err(Answer::Reject(Rejection::EventNotAllowed))
+        );
     }
 }

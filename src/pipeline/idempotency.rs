@@ -24,7 +24,12 @@ impl DeliveryKey {
 }
 
 /// Builds the key, or `idempotency_key_missing` when a part is absent.
-pub fn key(route: &Arc<str>, parts: &[KeyPart], headers: &HeaderMap, body: Option<&Value>) -> Result<DeliveryKey, Rejection> {
+pub fn key(
+    route: &Arc<str>,
+    parts: &[KeyPart],
+    headers: &HeaderMap,
+    body: Option<&Value>,
+) -> Result<DeliveryKey, Rejection> {
     let mut h = Sha256::new();
     let mut feed = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_le_bytes());
@@ -47,7 +52,10 @@ pub fn key(route: &Arc<str>, parts: &[KeyPart], headers: &HeaderMap, body: Optio
     let digest = h.finalize();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
-    Ok(DeliveryKey { route: route.clone(), id: u128::from_be_bytes(id) })
+    Ok(DeliveryKey {
+        route: route.clone(),
+        id: u128::from_be_bytes(id),
+    })
 }
 
 #[cfg(test)]
@@ -56,7 +64,10 @@ mod tests {
     use serde_json::json;
 
     fn parts() -> Vec<KeyPart> {
-        vec![KeyPart::Pointer("/event".into()), KeyPart::Pointer("/job_id".into())]
+        vec![
+            KeyPart::Pointer("/event".into()),
+            KeyPart::Pointer("/job_id".into()),
+        ]
     }
 
     #[test]
@@ -66,16 +77,35 @@ mod tests {
         let body = json!({"event": "job.completed", "job_id": "j1", "other": 1});
         let same = json!({"other": 2, "job_id": "j1", "event": "job.completed"});
         let k1 = key(&a, &parts(), &HeaderMap::new(), Some(&body)).unwrap();
-        assert_eq!(k1, key(&a, &parts(), &HeaderMap::new(), Some(&same)).unwrap());
-        assert_ne!(k1.id, key(&b, &parts(), &HeaderMap::new(), Some(&body)).unwrap().id);
+        assert_eq!(
+            k1,
+            key(&a, &parts(), &HeaderMap::new(), Some(&same)).unwrap()
+        );
+        assert_ne!(
+            k1.id,
+            key(&b, &parts(), &HeaderMap::new(), Some(&body))
+                .unwrap()
+                .id
+        );
         let other = json!({"event": "job.failed", "job_id": "j1"});
-        assert_ne!(k1, key(&a, &parts(), &HeaderMap::new(), Some(&other)).unwrap());
+        assert_ne!(
+            k1,
+            key(&a, &parts(), &HeaderMap::new(), Some(&other)).unwrap()
+        );
     }
 
     #[test]
     fn concatenation_is_unambiguous() {
         let r: Arc<str> = Arc::from("r");
-        let k = |e: &str, j: &str| key(&r, &parts(), &HeaderMap::new(), Some(&json!({"event": e, "job_id": j}))).unwrap();
+        let k = |e: &str, j: &str| {
+            key(
+                &r,
+                &parts(),
+                &HeaderMap::new(),
+                Some(&json!({"event": e, "job_id": j})),
+            )
+            .unwrap()
+        };
         assert_ne!(k("a", "bc"), k("ab", "c"));
     }
 
@@ -83,10 +113,16 @@ mod tests {
     fn missing_parts() {
         let r: Arc<str> = Arc::from("r");
         let hdr = vec![KeyPart::Header(http::HeaderName::from_static("webhook-id"))];
-        assert_eq!(key(&r, &hdr, &HeaderMap::new(), None), Err(Rejection::IdempotencyKeyMissing));
+        assert_eq!(
+            key(&r, &hdr, &HeaderMap::new(), None),
+            Err(Rejection::IdempotencyKeyMissing)
+        );
         let mut h = HeaderMap::new();
         h.insert("webhook-id", "msg_1".parse().unwrap());
         assert!(key(&r, &hdr, &h, None).is_ok());
-        assert_eq!(key(&r, &parts(), &h, Some(&json!({"event": "x"}))), Err(Rejection::IdempotencyKeyMissing));
+        assert_eq!(
+            key(&r, &parts(), &h, Some(&json!({"event": "x"}))),
+            Err(Rejection::IdempotencyKeyMissing)
+        );
     }
 }

@@ -44,8 +44,13 @@ pub struct Admitted<'g> {
 }
 
 /// route → method → client address → transport → declared size.
-pub fn check_head<'g>(gateway: &'g Gateway, head: &Head<'_>) -> Result<Admitted<'g>, (Option<&'g Arc<Route>>, Rejection)> {
-    let route = gateway.route(head.path).ok_or((None, Rejection::RouteNotFound))?;
+pub fn check_head<'g>(
+    gateway: &'g Gateway,
+    head: &Head<'_>,
+) -> Result<Admitted<'g>, (Option<&'g Arc<Route>>, Rejection)> {
+    let route = gateway
+        .route(head.path)
+        .ok_or((None, Rejection::RouteNotFound))?;
     let fail = |r| (Some(route), r);
     method::check(head.method).map_err(fail)?;
     let client = address::resolve(head.peer, head.tls, head.headers, &gateway.trusted_proxies);
@@ -57,9 +62,18 @@ pub fn check_head<'g>(gateway: &'g Gateway, head: &Head<'_>) -> Result<Admitted<
 
 /// signature → parse → schema → events → idempotency key. Runs on the complete body, whose size
 /// the body reader already bounded.
-pub fn check_body(route: &Route, headers: &HeaderMap, body: &[u8], received_at: SystemTime) -> Result<Option<DeliveryKey>, Answer> {
+pub fn check_body(
+    route: &Route,
+    headers: &HeaderMap,
+    body: &[u8],
+    received_at: SystemTime,
+) -> Result<Option<DeliveryKey>, Answer> {
     signature::check(route.signature.as_deref(), headers, body, received_at)?;
-    let json = if route.needs_json() { Some(parse::parse(body)?) } else { None };
+    let json = if route.needs_json() {
+        Some(parse::parse(body)?)
+    } else {
+        None
+    };
     if let (Some(schema), Some(json)) = (&route.schema, &json) {
         schema::check(schema, json)?;
     }
@@ -67,7 +81,12 @@ pub fn check_body(route: &Route, headers: &HeaderMap, body: &[u8], received_at: 
         events::check(events, json)?;
     }
     match &route.idempotency {
-        Some(i) => Ok(Some(idempotency::key(&route.name, &i.parts, headers, json.as_ref())?)),
+        Some(i) => Ok(Some(idempotency::key(
+            &route.name,
+            &i.parts,
+            headers,
+            json.as_ref(),
+        )?)),
         None => Ok(None),
     }
 }

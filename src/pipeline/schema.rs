@@ -15,11 +15,16 @@ pub fn check(schema: &jsonschema::Validator, body: &Value) -> Result<(), Rejecti
             let mut path = e.instance_path().to_string();
             // A missing property is reported at its own pointer, not its parent's.
             if let ValidationErrorKind::Required { property } = e.kind() {
-                let name = property.as_str().map_or_else(|| property.to_string(), str::to_string);
+                let name = property
+                    .as_str()
+                    .map_or_else(|| property.to_string(), str::to_string);
                 path.push('/');
                 path.push_str(&name.replace('~', "~0").replace('/', "~1"));
             }
-            Violation { path, message: e.to_string() }
+            Violation {
+                path,
+                message: e.to_string(),
+            }
         })
         .collect();
     if details.is_empty() {
@@ -42,8 +47,12 @@ mod tests {
             "properties": { "job_id": {"type": "string"}, "n": {"type": "integer"} }
         }))
         .unwrap();
-        assert_eq!(check(&schema, &json!({"job_id": "j", "event": "e"})), Ok(()));
-        let Err(Rejection::SchemaViolation(d)) = check(&schema, &json!({"event": "e", "n": "x"})) else {
+        assert_eq!(
+            check(&schema, &json!({"job_id": "j", "event": "e"})),
+            Ok(())
+        );
+        let Err(Rejection::SchemaViolation(d)) = check(&schema, &json!({"event": "e", "n": "x"}))
+        else {
             panic!("expected a violation")
         };
         let paths: Vec<_> = d.iter().map(|v| v.path.as_str()).collect();

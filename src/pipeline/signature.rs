@@ -5,9 +5,16 @@ use crate::signature::Scheme;
 use http::HeaderMap;
 use std::time::SystemTime;
 
-pub fn check(scheme: Option<&dyn Scheme>, headers: &HeaderMap, body: &[u8], received_at: SystemTime) -> Result<(), Rejection> {
+pub fn check(
+    scheme: Option<&dyn Scheme>,
+    headers: &HeaderMap,
+    body: &[u8],
+    received_at: SystemTime,
+) -> Result<(), Rejection> {
     match scheme {
-        Some(s) => s.verify(headers, body, received_at).map_err(Rejection::Signature),
+        Some(s) => s
+            .verify(headers, body, received_at)
+            .map_err(Rejection::Signature),
         None => Ok(()),
     }
 }

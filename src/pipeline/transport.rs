@@ -18,8 +18,15 @@ mod tests {
 
     #[test]
     fn https_only_refuses_plain() {
-        let plain = Client { addr: None, https: false, peer_trusted: false };
-        let tls = Client { https: true, ..plain.clone() };
+        let plain = Client {
+            addr: None,
+            https: false,
+            peer_trusted: false,
+        };
+        let tls = Client {
+            https: true,
+            ..plain.clone()
+        };
         assert_eq!(check(true, &plain), Err(Rejection::HttpsRequired));
         assert_eq!(check(true, &tls), Ok(()));
         assert_eq!(check(false, &plain), Ok(()));

@@ -14,7 +14,11 @@ pub enum BodyError {
 }
 
 /// Reads the complete body. A body that arrives in one piece is not copied.
-pub async fn read(session: &mut ServerSession, max: usize, deadline: Instant) -> Result<Bytes, BodyError> {
+pub async fn read(
+    session: &mut ServerSession,
+    max: usize,
+    deadline: Instant,
+) -> Result<Bytes, BodyError> {
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut received = 0usize;

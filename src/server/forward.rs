@@ -61,7 +61,11 @@ pub fn upstream_request(
     body_len: usize,
 ) -> pingora_core::Result<Box<RequestHeader>> {
     let mut req = downstream.clone();
-    let target = downstream.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let target = downstream
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let authority = downstream.uri.authority().map(|a| a.as_str().to_string());
     req.set_raw_path(target.as_bytes())?;
     req.set_version(Version::HTTP_11);
@@ -90,7 +94,10 @@ pub fn upstream_request(
         peer.to_string()
     };
     req.insert_header("X-Forwarded-For", forwarded_for)?;
-    req.insert_header("X-Forwarded-Proto", if client.https { "https" } else { "http" })?;
+    req.insert_header(
+        "X-Forwarded-Proto",
+        if client.https { "https" } else { "http" },
+    )?;
     req.insert_header("X-Request-Id", request_id)?;
     req.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
     Ok(Box::new(req))
@@ -131,8 +138,14 @@ async fn exchange_inner(
             Rejection::UpstreamUnavailable
         }
     };
-    let (mut session, _reused) = connector.get_http_session(peer).await.map_err(unavailable)?;
-    session.write_request_header(request).await.map_err(unavailable)?;
+    let (mut session, _reused) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(unavailable)?;
+    session
+        .write_request_header(request)
+        .await
+        .map_err(unavailable)?;
     if !body.is_empty() {
         session.write_body(&body).await.map_err(unavailable)?;
     }
@@ -145,7 +158,12 @@ async fn exchange_inner(
             break;
         }
     }
-    let header = Box::new(session.resp_header().cloned().ok_or(Rejection::UpstreamUnavailable)?);
+    let header = Box::new(
+        session
+            .resp_header()
+            .cloned()
+            .ok_or(Rejection::UpstreamUnavailable)?,
+    );
     let mut buf = BytesMut::new();
     while let Some(chunk) = session.read_body_bytes().await.map_err(unavailable)? {
         if buf.len() + chunk.len() > MAX_RESPONSE_BODY {
@@ -153,12 +171,21 @@ async fn exchange_inner(
         }
         buf.extend_from_slice(&chunk);
     }
-    connector.release_http_session(session, peer, Some(POOL_IDLE)).await;
-    Ok(UpstreamAnswer { header, body: buf.freeze() })
+    connector
+        .release_http_session(session, peer, Some(POOL_IDLE))
+        .await;
+    Ok(UpstreamAnswer {
+        header,
+        body: buf.freeze(),
+    })
 }
 
 /// The app's answer as relayed to the sender: its status, end-to-end headers and body.
-pub fn relay_header(mut header: Box<ResponseHeader>, body_len: usize, request_id: &str) -> Box<ResponseHeader> {
+pub fn relay_header(
+    mut header: Box<ResponseHeader>,
+    body_len: usize,
+    request_id: &str,
+) -> Box<ResponseHeader> {
     for h in hop_by_hop(&header.headers) {
         header.remove_header(&h);
     }

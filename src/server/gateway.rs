@@ -62,7 +62,11 @@ enum Ended {
 
 #[async_trait]
 impl HttpServerApp for GatewayApp {
-    async fn process_new_http(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
         let client_timeout = self.shared.gateway.load().client_timeout;
         match tokio::time::timeout(client_timeout, session.read_request()).await {
             Ok(Ok(true)) => {}
@@ -100,15 +104,31 @@ impl GatewayApp {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
-        let tls = session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
         let req = session.req_header();
         let request_id = request_id(req.headers.get("x-request-id"));
         let expects_continue = req
             .headers
             .get(http::header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let head = Head { method: &req.method, path: req.uri.path(), headers: &req.headers, peer, tls };
-        let mut record = Record { request_id, route: None, client: Some(peer), outcome: "", status: 0, upstream_status: None };
+        let head = Head {
+            method: &req.method,
+            path: req.uri.path(),
+            headers: &req.headers,
+            peer,
+            tls,
+        };
+        let mut record = Record {
+            request_id,
+            route: None,
+            client: Some(peer),
+            outcome: "",
+            status: 0,
+            upstream_status: None,
+        };
 
         // Head steps: route → method → address → transport → declared size.
         let admitted = pipeline::check_head(&gateway, &head);
@@ -117,16 +137,24 @@ impl GatewayApp {
             Err((route, rejection)) => {
                 record.route = route.map(|r| r.name.clone());
                 let keep = !matches!(rejection, Rejection::PayloadTooLarge) && !expects_continue;
-                self.answer(session, &Answer::Reject(rejection), &mut record).await;
+                self.answer(session, &Answer::Reject(rejection), &mut record)
+                    .await;
                 self.finish(record, started);
-                return if expects_continue { Ended::Close } else { Ended::Early { keep } };
+                return if expects_continue {
+                    Ended::Close
+                } else {
+                    Ended::Early { keep }
+                };
             }
         };
         record.route = Some(route.name.clone());
         record.client = client.addr;
 
         // Body: the whole of it, bounded, before anything else happens.
-        if expects_continue && !session.is_http2() && session.write_continue_response().await.is_err() {
+        if expects_continue
+            && !session.is_http2()
+            && session.write_continue_response().await.is_err()
+        {
             return self.gone(record, started);
         }
         let body = match body::read(session, route.max_body, deadline).await {
@@ -135,20 +163,25 @@ impl GatewayApp {
                 let timed_out = r == Rejection::RequestTimeout;
                 self.answer(session, &Answer::Reject(r), &mut record).await;
                 self.finish(record, started);
-                return if timed_out { Ended::Close } else { Ended::Early { keep: false } };
+                return if timed_out {
+                    Ended::Close
+                } else {
+                    Ended::Early { keep: false }
+                };
             }
             Err(body::BodyError::ClientGone) => return self.gone(record, started),
         };
 
         // Body steps: signature → parse → schema → events → idempotency key.
-        let key = match pipeline::check_body(&route, &session.req_header().headers, &body, received_at) {
-            Ok(k) => k,
-            Err(answer) => {
-                self.answer(session, &answer, &mut record).await;
-                self.finish(record, started);
-                return Ended::Complete;
-            }
-        };
+        let key =
+            match pipeline::check_body(&route, &session.req_header().headers, &body, received_at) {
+                Ok(k) => k,
+                Err(answer) => {
+                    self.answer(session, &answer, &mut record).await;
+                    self.finish(record, started);
+                    return Ended::Complete;
+                }
+            };
 
         // Idempotency: claim only now that every check has passed.
         let claim = match &key {
@@ -163,14 +196,25 @@ impl GatewayApp {
             None => None,
         };
 
-        let upstream_req = match forward::upstream_request(session.req_header(), &client, peer, &record.request_id, body.len()) {
+        let upstream_req = match forward::upstream_request(
+            session.req_header(),
+            &client,
+            peer,
+            &record.request_id,
+            body.len(),
+        ) {
             Ok(r) => r,
             Err(_) => {
                 // Only a header value we cannot re-encode lands here; nothing reached the app.
                 if let (Some(k), Some(t)) = (&key, claim) {
                     let _ = shared.store.release(k, t).await;
                 }
-                self.answer(session, &Answer::Reject(Rejection::UpstreamUnavailable), &mut record).await;
+                self.answer(
+                    session,
+                    &Answer::Reject(Rejection::UpstreamUnavailable),
+                    &mut record,
+                )
+                .await;
                 self.finish(record, started);
                 return Ended::Complete;
             }
@@ -178,7 +222,13 @@ impl GatewayApp {
 
         // The exchange and the claim's fate run in their own task: a sender that hangs up does
         // not abort it, so the app's answer still decides the claim and no delivery is doubled.
-        let task = tokio::spawn(deliver(shared.clone(), route.clone(), upstream_req, body, key.zip(claim)));
+        let task = tokio::spawn(deliver(
+            shared.clone(),
+            route.clone(),
+            upstream_req,
+            body,
+            key.zip(claim),
+        ));
         let result = match task.await {
             Ok(r) => r,
             Err(_) => Err(Rejection::UpstreamUnavailable),
@@ -189,7 +239,8 @@ impl GatewayApp {
                 record.upstream_status = Some(status);
                 record.status = status;
                 record.outcome = "forwarded";
-                let header = forward::relay_header(answer.header, answer.body.len(), &record.request_id);
+                let header =
+                    forward::relay_header(answer.header, answer.body.len(), &record.request_id);
                 let ok = write(session, header, answer.body).await;
                 self.finish(record, started);
                 if ok {
@@ -199,7 +250,8 @@ impl GatewayApp {
                 }
             }
             Err(rejection) => {
-                self.answer(session, &Answer::Reject(rejection), &mut record).await;
+                self.answer(session, &Answer::Reject(rejection), &mut record)
+                    .await;
                 self.finish(record, started);
                 Ended::Complete
             }
@@ -209,21 +261,40 @@ impl GatewayApp {
     /// Claims the key; a store failure answers 503 or, under `on_error: allow`, forwards undeduped.
     async fn claim(&self, route: &Route, key: &DeliveryKey) -> Result<Option<ClaimToken>, Answer> {
         let shared = &self.shared;
-        let lease = route.idempotency.as_ref().map_or(Duration::from_secs(60), |i| i.lease);
+        let lease = route
+            .idempotency
+            .as_ref()
+            .map_or(Duration::from_secs(60), |i| i.lease);
         let t = Instant::now();
         let result = shared.store.claim(key, lease).await;
-        shared.metrics.store_duration.with_label_values(&["claim"]).observe(t.elapsed().as_secs_f64());
+        shared
+            .metrics
+            .store_duration
+            .with_label_values(&["claim"])
+            .observe(t.elapsed().as_secs_f64());
         match result {
             Ok(Claim::Claimed(token)) => Ok(Some(token)),
             Ok(Claim::Delivered) => Err(Answer::AlreadyProcessed),
-            Ok(Claim::InFlight { retry_after }) => Err(Answer::Reject(Rejection::DeliveryInProgress { retry_after })),
+            Ok(Claim::InFlight { retry_after }) => {
+                Err(Answer::Reject(Rejection::DeliveryInProgress {
+                    retry_after,
+                }))
+            }
             Err(e) => {
-                shared.metrics.store_errors.with_label_values(&["claim"]).inc();
+                shared
+                    .metrics
+                    .store_errors
+                    .with_label_values(&["claim"])
+                    .inc();
                 tracing::warn!(route = %route.name, error = %e, "idempotency store failed");
                 match shared.on_error {
                     OnError::Reject => Err(Answer::Reject(Rejection::StoreUnavailable)),
                     OnError::Allow => {
-                        shared.metrics.dedupe_skipped.with_label_values(&[&route.name]).inc();
+                        shared
+                            .metrics
+                            .dedupe_skipped
+                            .with_label_values(&[&route.name])
+                            .inc();
                         Ok(None)
                     }
                 }
@@ -235,7 +306,9 @@ impl GatewayApp {
         record.status = answer.status();
         record.outcome = answer.outcome();
         let body = Bytes::from(answer.body());
-        let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else { return };
+        let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else {
+            return;
+        };
         let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
         let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
         let _ = header.insert_header("X-Request-Id", record.request_id.as_str());
@@ -259,7 +332,9 @@ impl GatewayApp {
         let route = record.route.as_deref().unwrap_or("-");
         let elapsed = started.elapsed();
         m.requests.with_label_values(&[route, record.outcome]).inc();
-        m.request_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "hookgate::request",
             request_id = %record.request_id,
@@ -286,22 +361,38 @@ async fn deliver(
     let m = &shared.metrics;
     let peer = forward::peer_for(&route.upstream);
     let t = Instant::now();
-    let result = forward::exchange(&shared.connector, &peer, request, body, route.upstream_timeout).await;
-    m.upstream_duration.with_label_values(&[&route.name]).observe(t.elapsed().as_secs_f64());
+    let result = forward::exchange(
+        &shared.connector,
+        &peer,
+        request,
+        body,
+        route.upstream_timeout,
+    )
+    .await;
+    m.upstream_duration
+        .with_label_values(&[&route.name])
+        .observe(t.elapsed().as_secs_f64());
     let status = result.as_ref().ok().map(|a| a.header.status.as_u16());
     if let Some(s) = status {
-        m.upstream_responses.with_label_values(&[&route.name, status_class(s)]).inc();
+        m.upstream_responses
+            .with_label_values(&[&route.name, status_class(s)])
+            .inc();
     }
     if let Some((key, token)) = claim {
         let delivered = status.is_some_and(|s| (200..300).contains(&s));
         let t = Instant::now();
         let (op, outcome) = if delivered {
-            let ttl = route.idempotency.as_ref().map_or(Duration::from_secs(86400), |i| i.ttl);
+            let ttl = route
+                .idempotency
+                .as_ref()
+                .map_or(Duration::from_secs(86400), |i| i.ttl);
             ("complete", shared.store.complete(&key, token, ttl).await)
         } else {
             ("release", shared.store.release(&key, token).await)
         };
-        m.store_duration.with_label_values(&[op]).observe(t.elapsed().as_secs_f64());
+        m.store_duration
+            .with_label_values(&[op])
+            .observe(t.elapsed().as_secs_f64());
         if let Err(e) = outcome {
             m.store_errors.with_label_values(&[op]).inc();
             tracing::warn!(route = %route.name, operation = op, error = %e, "idempotency store failed");

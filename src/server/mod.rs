@@ -28,7 +28,8 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     Ok(match &config.store.url {
         StoreUrl::Memory => Arc::new(MemoryStore::new(config.store.max_keys)),
         StoreUrl::Redis(url) => {
-            let store = RedisStore::connect(url, &config.store.prefix).map_err(|e| format!("store.url: {e}"))?;
+            let store = RedisStore::connect(url, &config.store.prefix)
+                .map_err(|e| format!("store.url: {e}"))?;
             Arc::new(store)
         }
     })
@@ -55,11 +56,19 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         upgrade_sock: config.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let opt = Opt { upgrade, ..Opt::default() };
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut webhooks = Service::new("hookgate webhooks".to_string(), GatewayApp { shared: shared.clone() });
+    let mut webhooks = Service::new(
+        "hookgate webhooks".to_string(),
+        GatewayApp {
+            shared: shared.clone(),
+        },
+    );
     for l in &config.listeners {
         match &l.tls {
             None => webhooks.add_tcp(&l.addr),
@@ -72,8 +81,9 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
                         pair
                     }
                 };
-                let mut settings = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
-                    .map_err(|e| format!("listen {}: TLS certificate or key: {e}", l.addr))?;
+                let mut settings =
+                    TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
+                        .map_err(|e| format!("listen {}: TLS certificate or key: {e}", l.addr))?;
                 settings.enable_h2();
                 webhooks.add_tls_with_settings(&l.addr, None, settings);
             }
@@ -84,20 +94,35 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     server.add_service(webhooks);
 
     if let Some(addr) = config.admin {
-        let mut admin = Service::new("hookgate admin".to_string(), HttpServer::new_app(admin::Admin { shared: shared.clone() }));
+        let mut admin = Service::new(
+            "hookgate admin".to_string(),
+            HttpServer::new_app(admin::Admin {
+                shared: shared.clone(),
+            }),
+        );
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);
         server.add_service(admin);
         tracing::info!(%addr, "admin listener");
     }
 
-    server.add_service(background_service("config reload", reload::Reloader { shared: shared.clone(), file: config.source.clone() }));
+    server.add_service(background_service(
+        "config reload",
+        reload::Reloader {
+            shared: shared.clone(),
+            file: config.source.clone(),
+        },
+    ));
 
     for route in &config.gateway.route_order {
         if route.signature.is_none() {
             tracing::warn!(route = %route.name, "route verifies no signature");
         }
     }
-    tracing::info!(routes = config.gateway.route_order.len(), store = shared.store.kind(), "hookgate serving");
+    tracing::info!(
+        routes = config.gateway.route_order.len(),
+        store = shared.store.kind(),
+        "hookgate serving"
+    );
     server.run_forever()
 }

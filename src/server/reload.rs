@@ -19,12 +19,20 @@ impl Reloader {
         match crate::config::load(&self.file) {
             Ok(config) => {
                 self.shared.gateway.store(config.gateway);
-                self.shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["ok"])
+                    .inc();
                 tracing::info!(file = %self.file.display(), "config reloaded; listeners, store and threads change only on restart");
                 true
             }
             Err(e) => {
-                self.shared.metrics.config_reloads.with_label_values(&["error"]).inc();
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
                 tracing::error!(file = %self.file.display(), problems = %e.to_string().replace('\n', "; "), "config reload refused; the previous config keeps serving");
                 false
             }
@@ -35,7 +43,9 @@ impl Reloader {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
             tracing::error!("cannot listen for SIGHUP; config reload is unavailable");
             return;
         };

@@ -17,7 +17,8 @@ pub fn self_signed() -> Result<(PathBuf, PathBuf), String> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(err)?;
     let key = PKey::from_ec_key(EcKey::generate(&group).map_err(err)?).map_err(err)?;
     let mut name = X509NameBuilder::new().map_err(err)?;
-    name.append_entry_by_text("CN", "hookgate development certificate").map_err(err)?;
+    name.append_entry_by_text("CN", "hookgate development certificate")
+        .map_err(err)?;
     let name = name.build();
     let mut cert = X509::builder().map_err(err)?;
     cert.set_version(2).map_err(err)?;
@@ -28,7 +29,10 @@ pub fn self_signed() -> Result<(PathBuf, PathBuf), String> {
     cert.set_subject_name(&name).map_err(err)?;
     cert.set_issuer_name(&name).map_err(err)?;
     cert.set_pubkey(&key).map_err(err)?;
-    let (from, until) = (Asn1Time::days_from_now(0).map_err(err)?, Asn1Time::days_from_now(30).map_err(err)?);
+    let (from, until) = (
+        Asn1Time::days_from_now(0).map_err(err)?,
+        Asn1Time::days_from_now(30).map_err(err)?,
+    );
     cert.set_not_before(&from).map_err(err)?;
     cert.set_not_after(&until).map_err(err)?;
     let san = SubjectAlternativeName::new()

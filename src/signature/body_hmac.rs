@@ -31,15 +31,22 @@ impl BodyHmac {
         prefix: &str,
         secrets: &[String],
     ) -> Result<Self, SettingError> {
-        let header = HeaderName::from_bytes(header_display.as_bytes())
-            .map_err(|_| ("header".to_string(), format!("{header_display:?} is not a valid header name")))?;
+        let header = HeaderName::from_bytes(header_display.as_bytes()).map_err(|_| {
+            (
+                "header".to_string(),
+                format!("{header_display:?} is not a valid header name"),
+            )
+        })?;
         Ok(Self {
             name,
             header_display: header_display.to_string(),
             header,
             prefix: prefix.to_string(),
             encoding,
-            keys: secrets.iter().map(|s| KeyedMac::new(algorithm, s.as_bytes())).collect(),
+            keys: secrets
+                .iter()
+                .map(|s| KeyedMac::new(algorithm, s.as_bytes()))
+                .collect(),
         })
     }
 
@@ -52,13 +59,27 @@ impl BodyHmac {
     /// GitHub: `sha256=` + hex HMAC-SHA256 in `X-Hub-Signature-256`.
     pub fn github(header: Option<&str>, secrets: &[String]) -> Result<Self, SettingError> {
         let h = header.unwrap_or("X-Hub-Signature-256");
-        Self::new("github", h, Algorithm::Sha256, Encoding::Hex, "sha256=", secrets)
+        Self::new(
+            "github",
+            h,
+            Algorithm::Sha256,
+            Encoding::Hex,
+            "sha256=",
+            secrets,
+        )
     }
 
     /// Shopify: base64 HMAC-SHA256 in `X-Shopify-Hmac-Sha256`.
     pub fn shopify(header: Option<&str>, secrets: &[String]) -> Result<Self, SettingError> {
         let h = header.unwrap_or("X-Shopify-Hmac-Sha256");
-        Self::new("shopify", h, Algorithm::Sha256, Encoding::Base64, "", secrets)
+        Self::new(
+            "shopify",
+            h,
+            Algorithm::Sha256,
+            Encoding::Base64,
+            "",
+            secrets,
+        )
     }
 
     /// Generic: every part configurable; `header` is required.
@@ -68,7 +89,10 @@ impl BodyHmac {
             None => Algorithm::Sha256,
             Some((_, Some(a))) => a,
             Some((a, None)) => {
-                errors.push(("algorithm".into(), format!("unknown algorithm {a:?}; expected sha1, sha256 or sha512")));
+                errors.push((
+                    "algorithm".into(),
+                    format!("unknown algorithm {a:?}; expected sha1, sha256 or sha512"),
+                ));
                 Algorithm::Sha256
             }
         };
@@ -76,15 +100,28 @@ impl BodyHmac {
             None | Some("hex") => Encoding::Hex,
             Some("base64") => Encoding::Base64,
             Some(e) => {
-                errors.push(("encoding".into(), format!("unknown encoding {e:?}; expected hex or base64")));
+                errors.push((
+                    "encoding".into(),
+                    format!("unknown encoding {e:?}; expected hex or base64"),
+                ));
                 Encoding::Hex
             }
         };
         let Some(h) = s.header else {
-            errors.push(("header".into(), "the hmac scheme needs the header that carries the signature".into()));
+            errors.push((
+                "header".into(),
+                "the hmac scheme needs the header that carries the signature".into(),
+            ));
             return Err(errors);
         };
-        match Self::new("hmac", h, algorithm, encoding, s.prefix.unwrap_or(""), s.secrets) {
+        match Self::new(
+            "hmac",
+            h,
+            algorithm,
+            encoding,
+            s.prefix.unwrap_or(""),
+            s.secrets,
+        ) {
             Ok(v) if errors.is_empty() => Ok(v),
             Ok(_) => Err(errors),
             Err(e) => {
@@ -114,7 +151,12 @@ impl Scheme for BodyHmac {
         self.name
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8], _now: SystemTime) -> Result<(), SignatureError> {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        _now: SystemTime,
+    ) -> Result<(), SignatureError> {
         let value = header(headers, &self.header).ok_or(SignatureError::Missing)?;
         let value = value.trim_ascii();
         let encoded = value
@@ -128,7 +170,12 @@ impl Scheme for BodyHmac {
         }
     }
 
-    fn sign(&self, body: &[u8], _now: SystemTime, _key: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    fn sign(
+        &self,
+        body: &[u8],
+        _now: SystemTime,
+        _key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, String> {
         let key = self.keys.first().ok_or("the route has no secret")?;
         let value = format!("{}{}", self.prefix, self.encode(&key.compute(&[body])));
         Ok(vec![(self.header_display.clone(), value)])
@@ -148,33 +195,61 @@ mod tests {
 
     // GitHub's published example: secret "It's a Secret to Everybody", payload "Hello, World!".
     // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
-    const GITHUB_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const GITHUB_SIG: &str =
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     #[test]
     fn github_published_vector() {
         let s = BodyHmac::github(None, &["It's a Secret to Everybody".into()]).unwrap();
         let now = SystemTime::now();
-        assert_eq!(s.verify(&headers("x-hub-signature-256", GITHUB_SIG), b"Hello, World!", now), Ok(()));
         assert_eq!(
-            s.verify(&headers("x-hub-signature-256", GITHUB_SIG), b"Hello, World?", now),
+            s.verify(
+                &headers("x-hub-signature-256", GITHUB_SIG),
+                b"Hello, World!",
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            s.verify(
+                &headers("x-hub-signature-256", GITHUB_SIG),
+                b"Hello, World?",
+                now
+            ),
             Err(SignatureError::Invalid)
         );
         assert_eq!(
-            s.verify(&headers("x-hub-signature-256", &GITHUB_SIG[7..]), b"Hello, World!", now),
+            s.verify(
+                &headers("x-hub-signature-256", &GITHUB_SIG[7..]),
+                b"Hello, World!",
+                now
+            ),
             Err(SignatureError::Invalid),
             "the sha256= prefix is required"
         );
-        assert_eq!(s.verify(&HeaderMap::new(), b"Hello, World!", now), Err(SignatureError::Missing));
+        assert_eq!(
+            s.verify(&HeaderMap::new(), b"Hello, World!", now),
+            Err(SignatureError::Missing)
+        );
         let signed = s.sign(b"Hello, World!", now, None).unwrap();
-        assert_eq!(signed, vec![("X-Hub-Signature-256".to_string(), GITHUB_SIG.to_string())]);
+        assert_eq!(
+            signed,
+            vec![("X-Hub-Signature-256".to_string(), GITHUB_SIG.to_string())]
+        );
     }
 
     #[test]
     fn rotation_accepts_any_secret_and_rejects_garbage() {
         let s = BodyHmac::imggo(None, &["old".into(), "new".into()]).unwrap();
         let now = SystemTime::now();
-        let by_new = BodyHmac::imggo(None, &["new".into()]).unwrap().sign(b"{}", now, None).unwrap();
-        assert_eq!(s.verify(&headers("x-imggo-signature", &by_new[0].1), b"{}", now), Ok(()));
+        let by_new = BodyHmac::imggo(None, &["new".into()])
+            .unwrap()
+            .sign(b"{}", now, None)
+            .unwrap();
+        assert_eq!(
+            s.verify(&headers("x-imggo-signature", &by_new[0].1), b"{}", now),
+            Ok(())
+        );
         for junk in ["", "zz", "abc", "\u{00e9}"] {
             assert_eq!(
                 s.verify(&headers("x-imggo-signature", junk), b"{}", now),
@@ -201,7 +276,13 @@ mod tests {
         let (name, value) = s.sign(b"body", now, None).unwrap().remove(0);
         assert_eq!(name, "X-Sig");
         assert!(value.starts_with("v="));
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(&value[2..]).unwrap().len(), 64);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&value[2..])
+                .unwrap()
+                .len(),
+            64
+        );
         assert_eq!(s.verify(&headers("x-sig", &value), b"body", now), Ok(()));
     }
 }

@@ -36,12 +36,10 @@ impl KeyedMac {
                 <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!()),
             ),
             Algorithm::Sha256 => Self::Sha256(
-                <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-                    .unwrap_or_else(|_| unreachable!()),
+                <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!()),
             ),
             Algorithm::Sha512 => Self::Sha512(
-                <Hmac<sha2::Sha512> as Mac>::new_from_slice(key)
-                    .unwrap_or_else(|_| unreachable!()),
+                <Hmac<sha2::Sha512> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!()),
             ),
         }
     }
@@ -94,6 +92,7 @@ pub fn tags(keys: &[KeyedMac], parts: &[&[u8]]) -> Vec<Vec<u8>> {
 /// Constant-time: does `candidate` equal any of `tags`?
 pub fn matches_any(tags: &[Vec<u8>], candidate: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
-    tags.iter()
-        .fold(false, |ok, t| bool::from(t.as_slice().ct_eq(candidate)) | ok)
+    tags.iter().fold(false, |ok, t| {
+        bool::from(t.as_slice().ct_eq(candidate)) | ok
+    })
 }

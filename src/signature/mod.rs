@@ -31,11 +31,21 @@ pub trait Scheme: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Checks the delivery's signature over the raw `body`, against the time it was received.
-    fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<(), SignatureError>;
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), SignatureError>;
 
     /// The header lines a sender would attach to `body` at `now`, from the first secret
     /// (or from `signing_key` where the scheme signs with a private key).
-    fn sign(&self, body: &[u8], now: SystemTime, signing_key: Option<&str>) -> Result<Vec<(String, String)>, String>;
+    fn sign(
+        &self,
+        body: &[u8],
+        now: SystemTime,
+        signing_key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, String>;
 }
 
 /// Raw settings a scheme is built from (already env-expanded).
@@ -86,20 +96,33 @@ pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError
             ("prefix", s.prefix.is_some()),
         ] {
             if set {
-                errors.push((field.into(), format!("not a setting of scheme {}", s.scheme)));
+                errors.push((
+                    field.into(),
+                    format!("not a setting of scheme {}", s.scheme),
+                ));
             }
         }
     }
     if !header_ok && s.header.is_some() {
-        errors.push(("header".into(), format!("not a setting of scheme {}", s.scheme)));
+        errors.push((
+            "header".into(),
+            format!("not a setting of scheme {}", s.scheme),
+        ));
     }
     if !timestamped && s.tolerance.is_some() {
-        errors.push(("tolerance".into(), format!("scheme {} signs no timestamp", s.scheme)));
+        errors.push((
+            "tolerance".into(),
+            format!("scheme {} signs no timestamp", s.scheme),
+        ));
     }
     if !SCHEMES.contains(&s.scheme) {
         errors.push((
             "scheme".into(),
-            format!("unknown scheme {:?}; expected one of {}", s.scheme, SCHEMES.join(", ")),
+            format!(
+                "unknown scheme {:?}; expected one of {}",
+                s.scheme,
+                SCHEMES.join(", ")
+            ),
         ));
     }
     if !errors.is_empty() {
@@ -146,7 +169,8 @@ pub(crate) fn within_tolerance(ts: i64, now: SystemTime, tolerance: Duration) ->
 }
 
 pub(crate) fn unix_seconds(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

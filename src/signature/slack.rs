@@ -13,7 +13,10 @@ pub struct Slack {
 impl Slack {
     pub fn new(secrets: &[String], tolerance: Duration) -> Self {
         Self {
-            keys: secrets.iter().map(|s| KeyedMac::new(Algorithm::Sha256, s.as_bytes())).collect(),
+            keys: secrets
+                .iter()
+                .map(|s| KeyedMac::new(Algorithm::Sha256, s.as_bytes()))
+                .collect(),
             tolerance,
         }
     }
@@ -24,7 +27,12 @@ impl Scheme for Slack {
         "slack"
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<(), SignatureError> {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), SignatureError> {
         let sig = header(headers, "x-slack-signature").ok_or(SignatureError::Missing)?;
         let raw_ts = header(headers, "x-slack-request-timestamp").ok_or(SignatureError::Missing)?;
         let raw_ts = raw_ts.trim_ascii();
@@ -43,13 +51,21 @@ impl Scheme for Slack {
         Ok(())
     }
 
-    fn sign(&self, body: &[u8], now: SystemTime, _key: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    fn sign(
+        &self,
+        body: &[u8],
+        now: SystemTime,
+        _key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, String> {
         let key = self.keys.first().ok_or("the route has no secret")?;
         let ts = unix_seconds(now).to_string();
         let mac = key.compute(&[b"v0:", ts.as_bytes(), b":", body]);
         Ok(vec![
             ("X-Slack-Request-Timestamp".into(), ts),
-            ("X-Slack-Signature".into(), format!("v0={}", hex::encode(mac))),
+            (
+                "X-Slack-Signature".into(),
+                format!("v0={}", hex::encode(mac)),
+            ),
         ])
     }
 }
@@ -68,7 +84,10 @@ mod tests {
 
     fn headers(ts: &str, sig: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-slack-request-timestamp", HeaderValue::from_str(ts).unwrap());
+        h.insert(
+            "x-slack-request-timestamp",
+            HeaderValue::from_str(ts).unwrap(),
+        );
         h.insert("x-slack-signature", HeaderValue::from_str(sig).unwrap());
         h
     }
@@ -78,7 +97,10 @@ mod tests {
         let s = Slack::new(&[SECRET.into()], Duration::from_secs(300));
         let at = UNIX_EPOCH + Duration::from_secs(1_531_420_618);
         assert_eq!(s.verify(&headers(TS, SIG), BODY, at), Ok(()));
-        assert_eq!(s.verify(&headers("1531420619", SIG), BODY, at), Err(SignatureError::Invalid));
+        assert_eq!(
+            s.verify(&headers("1531420619", SIG), BODY, at),
+            Err(SignatureError::Invalid)
+        );
         assert_eq!(
             s.verify(&headers(TS, SIG), BODY, at + Duration::from_secs(600)),
             Err(SignatureError::OutOfTolerance)

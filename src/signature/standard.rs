@@ -1,7 +1,9 @@
 //! Standard Webhooks (and Svix): `{id}.{ts}.{body}` signed as `v1,<b64 HMAC>` or `v1a,<b64 Ed25519>`.
 
 use super::mac::{matches_any, tags, Algorithm, KeyedMac};
-use super::{header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SettingError, SignatureError};
+use super::{
+    header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SettingError, SignatureError,
+};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -20,7 +22,11 @@ pub struct StandardWebhooks {
 
 impl StandardWebhooks {
     /// Secrets are `whsec_<base64 key>` (HMAC) or `whpk_<base64 32-byte Ed25519 public key>`.
-    pub fn new(secrets: &[String], tolerance: Duration, svix: bool) -> Result<Self, Vec<SettingError>> {
+    pub fn new(
+        secrets: &[String],
+        tolerance: Duration,
+        svix: bool,
+    ) -> Result<Self, Vec<SettingError>> {
         let mut errors = Vec::new();
         let mut hmac_keys = Vec::new();
         let mut public_keys = Vec::new();
@@ -28,7 +34,9 @@ impl StandardWebhooks {
             let field = format!("secrets[{i}]");
             if let Some(b64) = secret.strip_prefix("whsec_") {
                 match B64.decode(b64) {
-                    Ok(key) if !key.is_empty() => hmac_keys.push(KeyedMac::new(Algorithm::Sha256, &key)),
+                    Ok(key) if !key.is_empty() => {
+                        hmac_keys.push(KeyedMac::new(Algorithm::Sha256, &key))
+                    }
                     _ => errors.push((field, "a whsec_ secret must be followed by base64".into())),
                 }
             } else if let Some(b64) = secret.strip_prefix("whpk_") {
@@ -39,16 +47,27 @@ impl StandardWebhooks {
                     .and_then(|k| VerifyingKey::from_bytes(&k).ok());
                 match key {
                     Some(k) => public_keys.push(k),
-                    None => errors.push((field, "a whpk_ key must be the base64 of a 32-byte Ed25519 public key".into())),
+                    None => errors.push((
+                        field,
+                        "a whpk_ key must be the base64 of a 32-byte Ed25519 public key".into(),
+                    )),
                 }
             } else {
-                errors.push((field, "expected whsec_<base64> (HMAC) or whpk_<base64> (Ed25519 public key)".into()));
+                errors.push((
+                    field,
+                    "expected whsec_<base64> (HMAC) or whpk_<base64> (Ed25519 public key)".into(),
+                ));
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Self { svix, hmac_keys, public_keys, tolerance })
+        Ok(Self {
+            svix,
+            hmac_keys,
+            public_keys,
+            tolerance,
+        })
     }
 
     /// `webhook-*` headers, or for Svix the `svix-*` ones when those are what arrived.
@@ -83,7 +102,12 @@ impl Scheme for StandardWebhooks {
         }
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<(), SignatureError> {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), SignatureError> {
         let (id, raw_ts, signatures) = self.parts(headers).ok_or(SignatureError::Missing)?;
         let raw_ts = raw_ts.trim_ascii();
         let ts = parse_timestamp(raw_ts).ok_or(SignatureError::Invalid)?;
@@ -91,12 +115,18 @@ impl Scheme for StandardWebhooks {
         let mut hmac_tags = None;
         let mut signed_message = None;
         let mut verified = false;
-        for (n, entry) in signatures.split(|&b| b == b' ').filter(|e| !e.is_empty()).enumerate() {
+        for (n, entry) in signatures
+            .split(|&b| b == b' ')
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
             if n == MAX_SIGNATURES {
                 return Err(SignatureError::Invalid);
             }
             if let Some(b64) = entry.strip_prefix(b"v1,") {
-                let Ok(candidate) = B64.decode(b64) else { continue };
+                let Ok(candidate) = B64.decode(b64) else {
+                    continue;
+                };
                 let tags = hmac_tags.get_or_insert_with(|| tags(&self.hmac_keys, &content));
                 verified |= matches_any(tags, &candidate);
             } else if let Some(b64) = entry.strip_prefix(b"v1a,") {
@@ -108,7 +138,10 @@ impl Scheme for StandardWebhooks {
                     continue;
                 };
                 let message = signed_message.get_or_insert_with(|| content.concat());
-                verified |= self.public_keys.iter().any(|k| k.verify(message, &sig).is_ok());
+                verified |= self
+                    .public_keys
+                    .iter()
+                    .any(|k| k.verify(message, &sig).is_ok());
             }
         }
         if !verified {
@@ -120,7 +153,12 @@ impl Scheme for StandardWebhooks {
         Ok(())
     }
 
-    fn sign(&self, body: &[u8], now: SystemTime, signing_key: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    fn sign(
+        &self,
+        body: &[u8],
+        now: SystemTime,
+        signing_key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, String> {
         let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let ts = unix_seconds(now).to_string();
         let content: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", body];
@@ -130,7 +168,10 @@ impl Scheme for StandardWebhooks {
         } else if let Some(key) = self.hmac_keys.first() {
             format!("v1,{}", B64.encode(key.compute(&content)))
         } else {
-            return Err("this route verifies Ed25519 (whpk_) keys: pass --key whsk_<base64 private key>".into());
+            return Err(
+                "this route verifies Ed25519 (whpk_) keys: pass --key whsk_<base64 private key>"
+                    .into(),
+            );
         };
         let prefix = if self.svix { "svix" } else { "webhook" };
         Ok(vec![
@@ -143,10 +184,14 @@ impl Scheme for StandardWebhooks {
 
 /// `whsk_` + base64 of the 32-byte Ed25519 seed, or of seed ‖ public key (64 bytes).
 fn parse_signing_key(text: &str) -> Result<SigningKey, String> {
-    let b64 = text.strip_prefix("whsk_").ok_or("a signing key starts with whsk_")?;
+    let b64 = text
+        .strip_prefix("whsk_")
+        .ok_or("a signing key starts with whsk_")?;
     let bytes = B64.decode(b64).map_err(|_| "the whsk_ key is not base64")?;
     match bytes.len() {
-        32 => Ok(SigningKey::from_bytes(&bytes.try_into().map_err(|_| "bad key length")?)),
+        32 => Ok(SigningKey::from_bytes(
+            &bytes.try_into().map_err(|_| "bad key length")?,
+        )),
         64 => SigningKey::from_keypair_bytes(&bytes.try_into().map_err(|_| "bad key length")?)
             .map_err(|_| "the whsk_ key's public half does not match its seed".into()),
         n => Err(format!("a whsk_ key holds 32 or 64 bytes, not {n}")),
@@ -187,13 +232,29 @@ mod tests {
         let h = headers("webhook", ID, &TS.to_string(), SIG);
         assert_eq!(s.verify(&h, BODY, at(TS)), Ok(()));
         assert_eq!(s.verify(&h, b"{}", at(TS)), Err(SignatureError::Invalid));
-        assert_eq!(s.verify(&h, BODY, at(TS + 301)), Err(SignatureError::OutOfTolerance));
-        assert_eq!(s.verify(&h, BODY, at(TS - 301)), Err(SignatureError::OutOfTolerance));
+        assert_eq!(
+            s.verify(&h, BODY, at(TS + 301)),
+            Err(SignatureError::OutOfTolerance)
+        );
+        assert_eq!(
+            s.verify(&h, BODY, at(TS - 301)),
+            Err(SignatureError::OutOfTolerance)
+        );
         let several = format!("v1,Zm9v v2,abc {SIG}");
-        assert_eq!(s.verify(&headers("webhook", ID, &TS.to_string(), &several), BODY, at(TS)), Ok(()));
+        assert_eq!(
+            s.verify(
+                &headers("webhook", ID, &TS.to_string(), &several),
+                BODY,
+                at(TS)
+            ),
+            Ok(())
+        );
         // svix- headers are only understood by the svix scheme.
         let svix_headers = headers("svix", ID, &TS.to_string(), SIG);
-        assert_eq!(s.verify(&svix_headers, BODY, at(TS)), Err(SignatureError::Missing));
+        assert_eq!(
+            s.verify(&svix_headers, BODY, at(TS)),
+            Err(SignatureError::Missing)
+        );
         let svix = StandardWebhooks::new(&[SECRET.into()], Duration::from_secs(300), true).unwrap();
         assert_eq!(svix.verify(&svix_headers, BODY, at(TS)), Ok(()));
     }
@@ -203,7 +264,8 @@ mod tests {
         let signing = SigningKey::from_bytes(&[7u8; 32]);
         let whpk = format!("whpk_{}", B64.encode(signing.verifying_key().to_bytes()));
         let whsk = format!("whsk_{}", B64.encode(signing.to_bytes()));
-        let s = StandardWebhooks::new(&[SECRET.into(), whpk], Duration::from_secs(300), false).unwrap();
+        let s =
+            StandardWebhooks::new(&[SECRET.into(), whpk], Duration::from_secs(300), false).unwrap();
         let now = at(TS);
         let signed = s.sign(BODY, now, Some(&whsk)).unwrap();
         assert!(signed[2].1.starts_with("v1a,"));
@@ -220,12 +282,18 @@ mod tests {
     #[test]
     fn bad_secrets_and_hostile_headers() {
         assert!(StandardWebhooks::new(&["plain".into()], Duration::from_secs(1), false).is_err());
-        assert!(StandardWebhooks::new(&["whpk_AAAA".into()], Duration::from_secs(1), false).is_err());
+        assert!(
+            StandardWebhooks::new(&["whpk_AAAA".into()], Duration::from_secs(1), false).is_err()
+        );
         let s = StandardWebhooks::new(&[SECRET.into()], Duration::from_secs(300), false).unwrap();
         let many = "v1,AAAA ".repeat(1000);
         for sig in ["", "v1,", "v1a,zz", "v1,!!!", many.as_str()] {
             let h = headers("webhook", ID, &TS.to_string(), sig);
-            assert_eq!(s.verify(&h, BODY, at(TS)), Err(SignatureError::Invalid), "{sig:.20}");
+            assert_eq!(
+                s.verify(&h, BODY, at(TS)),
+                Err(SignatureError::Invalid),
+                "{sig:.20}"
+            );
         }
         let h = headers("webhook", ID, "soon", SIG);
         assert_eq!(s.verify(&h, BODY, at(TS)), Err(SignatureError::Invalid));

@@ -17,7 +17,10 @@ impl Stripe {
     /// Stripe's key is the whole `whsec_...` string, bytes as written.
     pub fn new(secrets: &[String], tolerance: Duration) -> Self {
         Self {
-            keys: secrets.iter().map(|s| KeyedMac::new(Algorithm::Sha256, s.as_bytes())).collect(),
+            keys: secrets
+                .iter()
+                .map(|s| KeyedMac::new(Algorithm::Sha256, s.as_bytes()))
+                .collect(),
             tolerance,
         }
     }
@@ -28,7 +31,12 @@ impl Scheme for Stripe {
         "stripe"
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<(), SignatureError> {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), SignatureError> {
         let value = header(headers, "stripe-signature").ok_or(SignatureError::Missing)?;
         let mut timestamp = None;
         let mut candidates = Vec::new();
@@ -49,7 +57,10 @@ impl Scheme for Stripe {
         let raw_ts = timestamp.ok_or(SignatureError::Invalid)?;
         let ts = parse_timestamp(raw_ts).ok_or(SignatureError::Invalid)?;
         let tags = tags(&self.keys, &[raw_ts, b".", body]);
-        if !candidates.iter().fold(false, |ok, c| matches_any(&tags, c) | ok) {
+        if !candidates
+            .iter()
+            .fold(false, |ok, c| matches_any(&tags, c) | ok)
+        {
             return Err(SignatureError::Invalid);
         }
         if !within_tolerance(ts, now, self.tolerance) {
@@ -58,11 +69,19 @@ impl Scheme for Stripe {
         Ok(())
     }
 
-    fn sign(&self, body: &[u8], now: SystemTime, _key: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    fn sign(
+        &self,
+        body: &[u8],
+        now: SystemTime,
+        _key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, String> {
         let key = self.keys.first().ok_or("the route has no secret")?;
         let t = unix_seconds(now).to_string();
         let mac = key.compute(&[t.as_bytes(), b".", body]);
-        Ok(vec![("Stripe-Signature".into(), format!("t={t},v1={}", hex::encode(mac)))])
+        Ok(vec![(
+            "Stripe-Signature".into(),
+            format!("t={t},v1={}", hex::encode(mac)),
+        )])
     }
 }
 
@@ -97,11 +116,20 @@ mod tests {
         let good = reference(t, b"{}");
         let header = format!("t={t},v1={},v1={good},v0=abc", "00".repeat(32));
         assert_eq!(s.verify(&with(&header), b"{}", now), Ok(()));
-        assert_eq!(s.verify(&with(&header), b"{ }", now), Err(SignatureError::Invalid));
+        assert_eq!(
+            s.verify(&with(&header), b"{ }", now),
+            Err(SignatureError::Invalid)
+        );
         let late = now + Duration::from_secs(301);
         let early = now - Duration::from_secs(301);
-        assert_eq!(s.verify(&with(&header), b"{}", late), Err(SignatureError::OutOfTolerance));
-        assert_eq!(s.verify(&with(&header), b"{}", early), Err(SignatureError::OutOfTolerance));
+        assert_eq!(
+            s.verify(&with(&header), b"{}", late),
+            Err(SignatureError::OutOfTolerance)
+        );
+        assert_eq!(
+            s.verify(&with(&header), b"{}", early),
+            Err(SignatureError::OutOfTolerance)
+        );
     }
 
     #[test]
@@ -109,10 +137,25 @@ mod tests {
         let s = Stripe::new(&[SECRET.into()], Duration::from_secs(300));
         let now = SystemTime::now();
         let many = format!("t=1,{}", "v1=00,".repeat(5000));
-        for h in ["", "t=", "v1=zz", "t=abc,v1=00", ",,,,", "t=1", many.as_str()] {
-            assert_eq!(s.verify(&with(h), b"{}", now), Err(SignatureError::Invalid), "{h:.40}");
+        for h in [
+            "",
+            "t=",
+            "v1=zz",
+            "t=abc,v1=00",
+            ",,,,",
+            "t=1",
+            many.as_str(),
+        ] {
+            assert_eq!(
+                s.verify(&with(h), b"{}", now),
+                Err(SignatureError::Invalid),
+                "{h:.40}"
+            );
         }
-        assert_eq!(s.verify(&HeaderMap::new(), b"{}", now), Err(SignatureError::Missing));
+        assert_eq!(
+            s.verify(&HeaderMap::new(), b"{}", now),
+            Err(SignatureError::Missing)
+        );
     }
 
     #[test]

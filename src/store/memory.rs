@@ -28,10 +28,21 @@ struct Record {
 struct LifeFromRecord;
 
 impl Expiry<(Arc<str>, u128), Record> for LifeFromRecord {
-    fn expire_after_create(&self, _: &(Arc<str>, u128), r: &Record, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &(Arc<str>, u128),
+        r: &Record,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(r.life)
     }
-    fn expire_after_update(&self, _: &(Arc<str>, u128), r: &Record, _: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &(Arc<str>, u128),
+        r: &Record,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         Some(r.life)
     }
 }
@@ -53,7 +64,10 @@ impl MemoryStore {
                 }
             })
             .build();
-        Self { cache, held: RwLock::new(HashMap::new()) }
+        Self {
+            cache,
+            held: RwLock::new(HashMap::new()),
+        }
     }
 
     fn counter(&self, route: &Arc<str>) -> Arc<AtomicI64> {
@@ -67,7 +81,12 @@ impl MemoryStore {
     fn claim_now(&self, key: &DeliveryKey, lease: Duration) -> Claim {
         let token = ClaimToken::random();
         let held = self.counter(&key.route);
-        let fresh = Record { token: token.0, life: lease, since: Instant::now(), held };
+        let fresh = Record {
+            token: token.0,
+            life: lease,
+            since: Instant::now(),
+            held,
+        };
         let result = self
             .cache
             .entry((key.route.clone(), key.id))
@@ -83,7 +102,9 @@ impl MemoryStore {
             CompResult::Unchanged(e) if e.value().token == DELIVERED => Claim::Delivered,
             CompResult::Unchanged(e) => {
                 let r = e.value();
-                Claim::InFlight { retry_after: r.life.saturating_sub(r.since.elapsed()) }
+                Claim::InFlight {
+                    retry_after: r.life.saturating_sub(r.since.elapsed()),
+                }
             }
             // Op::Nop / Op::Put on an empty slot produce only the two results above.
             _ => Claim::InFlight { retry_after: lease },
@@ -97,15 +118,28 @@ impl Store for MemoryStore {
         Ok(self.claim_now(key, lease))
     }
 
-    async fn complete(&self, key: &DeliveryKey, token: ClaimToken, ttl: Duration) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &DeliveryKey,
+        token: ClaimToken,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let held = self.counter(&key.route);
-        let result = self.cache.entry((key.route.clone(), key.id)).and_compute_with(|existing| {
-            match existing {
-                // Our claim, or none left (our lease ran out): the app did accept it, remember so.
-                Some(e) if e.value().token != token.0 => Op::Nop,
-                _ => Op::Put(Record { token: DELIVERED, life: ttl, since: Instant::now(), held: held.clone() }),
-            }
-        });
+        let result = self
+            .cache
+            .entry((key.route.clone(), key.id))
+            .and_compute_with(|existing| {
+                match existing {
+                    // Our claim, or none left (our lease ran out): the app did accept it, remember so.
+                    Some(e) if e.value().token != token.0 => Op::Nop,
+                    _ => Op::Put(Record {
+                        token: DELIVERED,
+                        life: ttl,
+                        since: Instant::now(),
+                        held: held.clone(),
+                    }),
+                }
+            });
         if let CompResult::Inserted(e) = result {
             e.value().held.fetch_add(1, Ordering::Relaxed);
         }
@@ -130,7 +164,9 @@ impl Store for MemoryStore {
         // Let moka apply pending expirations and evictions so the count is current.
         self.cache.run_pending_tasks();
         let map = self.held.read().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(r, c)| (r.clone(), c.load(Ordering::Relaxed))).collect()
+        map.iter()
+            .map(|(r, c)| (r.clone(), c.load(Ordering::Relaxed)))
+            .collect()
     }
 
     fn kind(&self) -> &'static str {
@@ -143,25 +179,48 @@ mod tests {
     use super::*;
 
     fn key(route: &str, id: u128) -> DeliveryKey {
-        DeliveryKey { route: Arc::from(route), id }
+        DeliveryKey {
+            route: Arc::from(route),
+            id,
+        }
     }
 
     #[tokio::test]
     async fn claim_complete_release() {
         let s = MemoryStore::new(100);
         let lease = Duration::from_secs(60);
-        let Claim::Claimed(t) = s.claim(&key("r", 1), lease).await.unwrap() else { panic!() };
-        assert!(matches!(s.claim(&key("r", 1), lease).await.unwrap(), Claim::InFlight { .. }));
+        let Claim::Claimed(t) = s.claim(&key("r", 1), lease).await.unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            s.claim(&key("r", 1), lease).await.unwrap(),
+            Claim::InFlight { .. }
+        ));
         // Keys are per route.
-        assert!(matches!(s.claim(&key("other", 1), lease).await.unwrap(), Claim::Claimed(_)));
+        assert!(matches!(
+            s.claim(&key("other", 1), lease).await.unwrap(),
+            Claim::Claimed(_)
+        ));
         s.release(&key("r", 1), t).await.unwrap();
-        let Claim::Claimed(t2) = s.claim(&key("r", 1), lease).await.unwrap() else { panic!() };
+        let Claim::Claimed(t2) = s.claim(&key("r", 1), lease).await.unwrap() else {
+            panic!()
+        };
         // A stale token cannot touch the new claim.
         s.release(&key("r", 1), t).await.unwrap();
-        s.complete(&key("r", 1), t, Duration::from_secs(60)).await.unwrap();
-        assert!(matches!(s.claim(&key("r", 1), lease).await.unwrap(), Claim::InFlight { .. }));
-        s.complete(&key("r", 1), t2, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(s.claim(&key("r", 1), lease).await.unwrap(), Claim::Delivered);
+        s.complete(&key("r", 1), t, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.claim(&key("r", 1), lease).await.unwrap(),
+            Claim::InFlight { .. }
+        ));
+        s.complete(&key("r", 1), t2, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.claim(&key("r", 1), lease).await.unwrap(),
+            Claim::Delivered
+        );
         let held: HashMap<_, _> = s.held_keys().into_iter().collect();
         assert_eq!(held[&Arc::from("r")], 1);
         assert_eq!(held[&Arc::from("other")], 1);
@@ -170,19 +229,41 @@ mod tests {
     #[tokio::test]
     async fn claims_and_deliveries_expire() {
         let s = MemoryStore::new(100);
-        let Claim::Claimed(_) = s.claim(&key("r", 1), Duration::from_millis(50)).await.unwrap() else { panic!() };
-        let Claim::Claimed(t) = s.claim(&key("r", 2), Duration::from_secs(60)).await.unwrap() else { panic!() };
-        s.complete(&key("r", 2), t, Duration::from_millis(50)).await.unwrap();
+        let Claim::Claimed(_) = s
+            .claim(&key("r", 1), Duration::from_millis(50))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let Claim::Claimed(t) = s
+            .claim(&key("r", 2), Duration::from_secs(60))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        s.complete(&key("r", 2), t, Duration::from_millis(50))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(matches!(s.claim(&key("r", 1), Duration::from_secs(1)).await.unwrap(), Claim::Claimed(_)));
-        assert!(matches!(s.claim(&key("r", 2), Duration::from_secs(1)).await.unwrap(), Claim::Claimed(_)));
+        assert!(matches!(
+            s.claim(&key("r", 1), Duration::from_secs(1)).await.unwrap(),
+            Claim::Claimed(_)
+        ));
+        assert!(matches!(
+            s.claim(&key("r", 2), Duration::from_secs(1)).await.unwrap(),
+            Claim::Claimed(_)
+        ));
     }
 
     #[tokio::test]
     async fn bounded() {
         let s = MemoryStore::new(1000);
         for i in 0..5000 {
-            s.claim(&key("r", i), Duration::from_secs(60)).await.unwrap();
+            s.claim(&key("r", i), Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         let held = s.held_keys()[0].1;
         assert!(held <= 1000, "held {held}");

@@ -43,7 +43,12 @@ pub trait Store: Send + Sync {
     /// Atomically claims `key` for `lease` unless it is claimed or delivered.
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claim, StoreError>;
     /// The upstream answered 2xx: remember the key as delivered for `ttl`.
-    async fn complete(&self, key: &DeliveryKey, token: ClaimToken, ttl: Duration) -> Result<(), StoreError>;
+    async fn complete(
+        &self,
+        key: &DeliveryKey,
+        token: ClaimToken,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
     /// The upstream failed: forget our claim so the sender's retry goes through.
     async fn release(&self, key: &DeliveryKey, token: ClaimToken) -> Result<(), StoreError>;
     /// Whether the store answers (readiness).

@@ -44,7 +44,8 @@ impl RedisStore {
     /// Connects (failing clearly if Redis does not answer) on a runtime of its own that lives as
     /// long as the process, so the connection's driver outlives any one Pingora service runtime.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(format!("invalid Redis URL: {e}")))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
@@ -54,10 +55,16 @@ impl RedisStore {
         std::thread::Builder::new()
             .name("hookgate-redis".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = tx.send(Err(StoreError(format!("cannot start the Redis runtime: {e}"))));
+                        let _ = tx.send(Err(StoreError(format!(
+                            "cannot start the Redis runtime: {e}"
+                        ))));
                         return;
                     }
                 };
@@ -73,7 +80,9 @@ impl RedisStore {
                 });
             })
             .map_err(|e| StoreError(format!("cannot start the Redis thread: {e}")))?;
-        let conn = rx.recv().map_err(|_| StoreError("the Redis thread ended".into()))??;
+        let conn = rx
+            .recv()
+            .map_err(|_| StoreError("the Redis thread ended".into()))??;
         Ok(Self {
             conn,
             prefix: prefix.to_string(),
@@ -112,11 +121,18 @@ impl Store for RedisStore {
         Ok(match state.as_str() {
             "claimed" => Claim::Claimed(token),
             "d" => Claim::Delivered,
-            _ => Claim::InFlight { retry_after: Duration::from_millis(pttl.max(0) as u64) },
+            _ => Claim::InFlight {
+                retry_after: Duration::from_millis(pttl.max(0) as u64),
+            },
         })
     }
 
-    async fn complete(&self, key: &DeliveryKey, token: ClaimToken, ttl: Duration) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &DeliveryKey,
+        token: ClaimToken,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i64 = self
             .complete

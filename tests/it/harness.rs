@@ -1,0 +1,469 @@
+//! Test harness: the real `hookgate` binary on free ports with a generated config, a recording
+//! upstream on an ephemeral port, and signing helpers written independently of hookgate's code.
+
+use hmac::{Hmac, Mac};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub const SECRET: &str = "it-secret";
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn imggo_signature(body: &[u8]) -> String {
+    imggo_signature_with(SECRET, body)
+}
+
+pub fn imggo_signature_with(secret: &str, body: &[u8]) -> String {
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
+pub fn delivery(event: &str, job: &str) -> Vec<u8> {
+    let status = match event {
+        "job.completed" => "completed",
+        "job.failed" => "failed",
+        _ => "queued",
+    };
+    let mut v = serde_json::json!({ "event": event, "job_id": job, "status": status });
+    if event == "job.completed" {
+        v["result"] =
+            serde_json::json!({ "url": "https://cdn.example/out.png", "width": 10, "height": 10 });
+    }
+    if event == "job.failed" {
+        v["error"] = serde_json::json!({ "code": "E1", "message": "boom" });
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+// ---------------------------------------------------------------- recording upstream
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the upstream answers: scripted answers first, then the default.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub delay: Duration,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Reply>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Upstream {
+            addr,
+            received: Arc::default(),
+            script: Arc::default(),
+            default: Arc::new(Mutex::new(Reply {
+                status: 200,
+                delay: Duration::ZERO,
+            })),
+        };
+        let (received, script, default) =
+            (up.received.clone(), up.script.clone(), up.default.clone());
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (received, script, default) =
+                    (received.clone(), script.clone(), default.clone());
+                tokio::spawn(serve(sock, received, script, default));
+            }
+        });
+        up
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    pub fn then(&self, status: u16, delay: Duration) {
+        self.script
+            .lock()
+            .unwrap()
+            .push_back(Reply { status, delay });
+    }
+
+    pub fn always(&self, status: u16, delay: Duration) {
+        *self.default.lock().unwrap() = Reply { status, delay };
+    }
+}
+
+async fn serve(
+    mut sock: tokio::net::TcpStream,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Reply>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        // Read one request head.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 65536];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(&buf[..head_end]).is_err() {
+            return;
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let target = req.path.unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        buf.drain(..head_end);
+        while buf.len() < len {
+            let mut chunk = [0u8; 65536];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..len).collect();
+        received.lock().unwrap().push(Received {
+            method,
+            target,
+            headers,
+            body,
+        });
+        let reply = script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| default.lock().unwrap().clone());
+        tokio::time::sleep(reply.delay).await;
+        let out = format!("{{\"upstream_status\":{}}}", reply.status);
+        let resp = format!(
+            "HTTP/1.1 {} Answer\r\nContent-Type: application/json\r\nX-Upstream: recorded\r\nContent-Length: {}\r\n\r\n{}",
+            reply.status,
+            out.len(),
+            out
+        );
+        if sock.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the gateway process
+
+pub struct Gateway {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub http: u16,
+    pub https: u16,
+    pub admin: u16,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The listener/admin head of a test config; `routes` and anything else is appended.
+pub fn config_head(http: u16, https: u16, admin: u16) -> String {
+    format!(
+        r#"listen:
+  - addr: "127.0.0.1:{http}"
+  - addr: "127.0.0.1:{https}"
+    tls: {{ self_signed: true }}
+threads: 2
+client_timeout: 2s
+grace_period: 1s
+upgrade_socket: UPGRADE_SOCK
+admin:
+  addr: "127.0.0.1:{admin}"
+"#
+    )
+}
+
+/// An ImgGo route in the style of the example config.
+pub fn imggo_route(name: &str, path: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    path: {path}
+    upstream: "{upstream}"
+    https_only: false
+    max_body: 256KiB
+    signature: {{ scheme: imggo, secrets: ["{SECRET}"] }}
+    schema: SCHEMA
+    events: {{ pointer: /event, allow: [job.completed, job.failed] }}
+    idempotency: {{ key: ["/event", "/job_id"] }}
+{extra}"#
+    )
+}
+
+impl Gateway {
+    /// Starts hookgate with `body` (everything after the listener head: store, routes, ...).
+    pub async fn start(body: &str) -> Gateway {
+        Self::start_with_env(body, &[]).await
+    }
+
+    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let (http, https, admin) = (free_port(), free_port(), free_port());
+        let schema =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/schemas/imggo-webhook.json");
+        let text = format!("{}{}", config_head(http, https, admin), body)
+            .replace(
+                "UPGRADE_SOCK",
+                &dir.path().join("upgrade.sock").to_string_lossy(),
+            )
+            .replace("SCHEMA", &schema.to_string_lossy());
+        let config = dir.path().join("hookgate.yaml");
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        cmd.args(["--log-format", "json", "run", "-c"]).arg(&config);
+        cmd.stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let gw = Gateway {
+            child,
+            dir,
+            config,
+            http,
+            https,
+            admin,
+        };
+        gw.wait_healthy().await;
+        gw
+    }
+
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            let ok = client
+                .get(format!("http://127.0.0.1:{}/healthz", self.admin))
+                .send()
+                .await
+                .is_ok();
+            // The webhook listener must be up too, not only the admin one.
+            if ok
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.http))
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not become healthy:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample line, e.g. `hookgate_requests_total{outcome="forwarded",route="a"}`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .find(|l| {
+                let Some(rest) = l.strip_prefix(name) else {
+                    return false;
+                };
+                (rest.starts_with('{') || rest.starts_with(' '))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Rewrites the config file (for reload tests).
+    pub fn rewrite(&self, body: &str) {
+        let schema =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/schemas/imggo-webhook.json");
+        let text = format!("{}{}", config_head(self.http, self.https, self.admin), body)
+            .replace(
+                "UPGRADE_SOCK",
+                &self.dir.path().join("upgrade.sock").to_string_lossy(),
+            )
+            .replace("SCHEMA", &schema.to_string_lossy());
+        let mut f = std::fs::File::create(&self.config).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs an ImgGo-signed body.
+pub async fn post_signed(url: &str, body: &[u8]) -> reqwest::Response {
+    client()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("X-ImgGo-Signature", imggo_signature(body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `(status, error code or status field, full JSON)` of an answer.
+pub async fn answer(resp: reqwest::Response) -> (u16, String, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let json: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    let code = json["error"]["code"]
+        .as_str()
+        .or(json["status"].as_str())
+        .unwrap_or("")
+        .to_string();
+    (status, code, json)
+}
+
+/// Polls `cond` until true or the deadline.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw HTTP/1.1 exchange over plain TCP: writes `parts` in order (with `pause` between them)
+/// and returns everything the gateway sent until it closed or went quiet.
+pub async fn raw_exchange(port: u16, parts: &[&[u8]], pause: Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        if s.write_all(p).await.is_err() {
+            break;
+        }
+    }
+    read_until_quiet(&mut s, Duration::from_secs(5)).await
+}
+
+pub async fn read_until_quiet(s: &mut tokio::net::TcpStream, quiet: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match tokio::time::timeout(quiet, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+        // A complete answer with a JSON body has arrived: stop waiting.
+        let text = String::from_utf8_lossy(&out);
+        if let Some(i) = text.find("\r\n\r\n") {
+            let head = &text[..i].to_ascii_lowercase();
+            if head.starts_with("http/1.1 100") && text.ends_with("\r\n\r\n") {
+                break;
+            }
+            if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+                let n: usize = cl.trim().parse().unwrap_or(0);
+                if text.len() >= i + 4 + n && !head.starts_with("http/1.1 100") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,143 @@
+//! PRODUCT.md §3 idempotency: claimed only after every check, delivered only on an upstream 2xx,
+//! released otherwise, per route, and decided by the app's answer even if the sender hangs up.
+
+use crate::harness::*;
+use std::time::Duration;
+
+async fn two_routes(up: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        "routes:\n{}{}",
+        imggo_route("a", "/webhooks/a", &up.url(), ""),
+        imggo_route("b", "/webhooks/b", &up.url(), "")
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivery_is_answered_already_processed() {
+    let up = Upstream::start().await;
+    let gw = two_routes(&up).await;
+    let body = delivery("job.completed", "dup");
+    assert_eq!(
+        post_signed(&gw.http_url("/webhooks/a"), &body)
+            .await
+            .status(),
+        200
+    );
+    let resp = post_signed(&gw.http_url("/webhooks/a"), &body).await;
+    assert_eq!(
+        resp.headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    let (s, _, json) = answer(resp).await;
+    assert_eq!(
+        (s, json),
+        (200, serde_json::json!({"status": "already_processed"}))
+    );
+    // The key is (event, job_id): a different event of the same job is a new delivery.
+    let failed = delivery("job.failed", "dup");
+    assert_eq!(
+        post_signed(&gw.http_url("/webhooks/a"), &failed)
+            .await
+            .status(),
+        200
+    );
+    // Keys are scoped to their route.
+    assert_eq!(
+        post_signed(&gw.http_url("/webhooks/b"), &body)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(up.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_failure_releases_the_claim() {
+    let up = Upstream::start().await;
+    let gw = two_routes(&up).await;
+    let body = delivery("job.completed", "retry");
+    up.then(500, Duration::ZERO);
+    let (s, _, json) = answer(post_signed(&gw.http_url("/webhooks/a"), &body).await).await;
+    assert_eq!(
+        (s, json),
+        (500, serde_json::json!({"upstream_status": 500})),
+        "the app's 500 is relayed"
+    );
+    assert_eq!(
+        post_signed(&gw.http_url("/webhooks/a"), &body)
+            .await
+            .status(),
+        200,
+        "the retry is forwarded"
+    );
+    assert_eq!(
+        answer(post_signed(&gw.http_url("/webhooks/a"), &body).await)
+            .await
+            .1,
+        "already_processed"
+    );
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_flight_key_answers_409_with_retry_after() {
+    let up = Upstream::start().await;
+    let gw = two_routes(&up).await;
+    let body = delivery("job.completed", "slow");
+    up.then(200, Duration::from_millis(1500));
+    let url = gw.http_url("/webhooks/a");
+    let first = tokio::spawn({
+        let (url, body) = (url.clone(), body.clone());
+        async move { post_signed(&url, &body).await.status() }
+    });
+    eventually("the first delivery to reach the app", || up.count() == 1).await;
+    let resp = post_signed(&url, &body).await;
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let (s, code, _) = answer(resp).await;
+    assert_eq!((s, code.as_str()), (409, "delivery_in_progress"));
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        answer(post_signed(&url, &body).await).await.1,
+        "already_processed"
+    );
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sender_hanging_up_does_not_abort_the_delivery() {
+    let up = Upstream::start().await;
+    let gw = two_routes(&up).await;
+    let body = delivery("job.completed", "hangup");
+    up.then(200, Duration::from_millis(800));
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let r = quick
+        .post(gw.http_url("/webhooks/a"))
+        .header("X-ImgGo-Signature", imggo_signature(&body))
+        .body(body.clone())
+        .send()
+        .await;
+    assert!(r.is_err(), "the sender gave up before the app answered");
+    // Wait past the app's answer: it was 2xx, so the key is delivered and a retry is a duplicate.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        answer(post_signed(&gw.http_url("/webhooks/a"), &body).await)
+            .await
+            .1,
+        "already_processed"
+    );
+    assert_eq!(up.count(), 1, "the app saw the delivery exactly once");
+}

@@ -1,0 +1,9 @@
+//! hookgate's integration tests: one binary that starts the real gateway process and a recording
+//! upstream on ephemeral ports (see `harness`).
+
+mod cli;
+mod contract;
+mod forwarding;
+mod harness;
+mod idempotency;
+mod observability;
