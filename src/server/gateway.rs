@@ -54,8 +54,9 @@ struct Record {
 enum Ended {
     /// Answered after the body was read: the connection may be reused.
     Complete,
-    /// Answered before or while reading the body: drain what is left, then maybe reuse.
-    Early { keep: bool },
+    /// Answered before or while reading the body: drain what is left (bounded by time) so the
+    /// sender reads the answer, not a reset; the connection is reused if the answer said so.
+    Early,
     /// Nothing more can be said on this connection.
     Close,
 }
@@ -73,12 +74,15 @@ impl HttpServerApp for GatewayApp {
             _ => return None,
         }
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        // hookgate decides itself whether a refused request's unread body is drained (and the
+        // connection kept) or the connection closed; see `Ended`.
+        session.set_close_on_response_before_downstream_finish(false);
         let ended = self.handle(&mut session).await;
         match ended {
             Ended::Complete => {}
-            Ended::Early { keep } => {
+            Ended::Early => {
                 let drained = tokio::time::timeout(DRAIN_LIMIT, session.drain_request_body()).await;
-                if !keep || !matches!(drained, Ok(Ok(()))) {
+                if !matches!(drained, Ok(Ok(()))) {
                     session.set_keepalive(None);
                 }
             }
@@ -136,14 +140,18 @@ impl GatewayApp {
             Ok(a) => (a.route.clone(), a.client),
             Err((route, rejection)) => {
                 record.route = route.map(|r| r.name.clone());
-                let keep = !matches!(rejection, Rejection::PayloadTooLarge) && !expects_continue;
+                // A too-large body is not worth reading on; a sender waiting for 100 Continue
+                // will not upload at all. Either way the answer itself says `Connection: close`.
+                if rejection == Rejection::PayloadTooLarge || expects_continue {
+                    session.set_keepalive(None);
+                }
                 self.answer(session, &Answer::Reject(rejection), &mut record)
                     .await;
                 self.finish(record, started);
                 return if expects_continue {
                     Ended::Close
                 } else {
-                    Ended::Early { keep }
+                    Ended::Early
                 };
             }
         };
@@ -160,13 +168,14 @@ impl GatewayApp {
         let body = match body::read(session, route.max_body, deadline).await {
             Ok(b) => b,
             Err(body::BodyError::Refused(r)) => {
+                session.set_keepalive(None);
                 let timed_out = r == Rejection::RequestTimeout;
                 self.answer(session, &Answer::Reject(r), &mut record).await;
                 self.finish(record, started);
                 return if timed_out {
                     Ended::Close
                 } else {
-                    Ended::Early { keep: false }
+                    Ended::Early
                 };
             }
             Err(body::BodyError::ClientGone) => return self.gone(record, started),
