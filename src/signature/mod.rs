@@ -144,10 +144,7 @@ pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError
 }
 
 /// The first value of a header as bytes; `None` when absent.
-pub(crate) fn header<'a>(
-    headers: &'a HeaderMap,
-    name: impl http::header::AsHeaderName,
-) -> Option<&'a [u8]> {
+pub(crate) fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&[u8]> {
     headers.get(name).map(|v| v.as_bytes())
 }
 

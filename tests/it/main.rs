@@ -7,3 +7,5 @@ mod forwarding;
 mod harness;
 mod idempotency;
 mod observability;
+mod operations;
+mod redis;

@@ -1,0 +1,300 @@
+//! The Redis store (issue: many replicas, one memory): replicas sharing Redis forward a delivery
+//! at most once; claims survive a crashed replica only until `lease`; outages answer per
+//! `on_error` and recover without a restart.
+
+use crate::harness::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A private redis-server on a free port, killed on drop (outage tests stop and restart it).
+struct PrivateRedis {
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/setup.sh)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn unique_prefix() -> String {
+    format!("hookgate-it-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn store(url: &str, prefix: &str, on_error: &str) -> String {
+    format!("store: {{ url: \"{url}\", prefix: \"{prefix}\", on_error: {on_error} }}\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_forward_a_delivery_at_most_once() {
+    let up = Upstream::start().await;
+    up.always(200, Duration::from_millis(300));
+    let config = format!(
+        "{}routes:\n{}",
+        store("redis://127.0.0.1:6379/0", &unique_prefix(), "reject"),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
+    let body = delivery("job.completed", "concurrent");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = if i % 2 == 0 {
+            a.http_url("/webhooks/imggo")
+        } else {
+            b.http_url("/webhooks/imggo")
+        };
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            answer(post_signed(&url, &body).await).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        let (status, code, _) = t.await.unwrap();
+        outcomes.push((status, code));
+    }
+    let forwarded = outcomes
+        .iter()
+        .filter(|(s, c)| *s == 200 && c.is_empty())
+        .count();
+    assert_eq!(up.count(), 1, "the app saw the delivery once: {outcomes:?}");
+    assert_eq!(forwarded, 1, "{outcomes:?}");
+    for (s, c) in &outcomes {
+        assert!(
+            (*s == 200 && (c.is_empty() || c == "already_processed"))
+                || (*s == 409 && c == "delivery_in_progress"),
+            "unexpected answer {s} {c}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_after_upstream_500_is_seen_by_the_other_replica() {
+    let up = Upstream::start().await;
+    let config = format!(
+        "{}routes:\n{}",
+        store("redis://127.0.0.1:6379/0", &unique_prefix(), "reject"),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
+    let body = delivery("job.completed", "released");
+    up.then(500, Duration::ZERO);
+    assert_eq!(
+        post_signed(&a.http_url("/webhooks/imggo"), &body)
+            .await
+            .status(),
+        500
+    );
+    assert_eq!(
+        post_signed(&b.http_url("/webhooks/imggo"), &body)
+            .await
+            .status(),
+        200,
+        "B forwards A's released key"
+    );
+    assert_eq!(
+        answer(post_signed(&a.http_url("/webhooks/imggo"), &body).await)
+            .await
+            .1,
+        "already_processed"
+    );
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_replicas_claim_expires_after_its_lease() {
+    let up = Upstream::start().await;
+    let extra = "    upstream_timeout: 1s\n";
+    let route = imggo_route("imggo", "/webhooks/imggo", &up.url(), extra).replace(
+        "idempotency: { key: [\"/event\", \"/job_id\"] }",
+        "idempotency: { key: [\"/event\", \"/job_id\"], lease: 2s }",
+    );
+    let config = format!(
+        "{}routes:\n{route}",
+        store("redis://127.0.0.1:6379/0", &unique_prefix(), "reject")
+    );
+    let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
+    let body = delivery("job.completed", "killed");
+    up.then(200, Duration::from_secs(5));
+    let url_a = a.http_url("/webhooks/imggo");
+    let body_a = body.clone();
+    let _in_flight = tokio::spawn(async move {
+        client()
+            .post(url_a)
+            .header("X-ImgGo-Signature", imggo_signature(&body_a))
+            .body(body_a)
+            .send()
+            .await
+    });
+    eventually("A's delivery to reach the app", || up.count() == 1).await;
+    let claimed_at = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-KILL", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    let (s, code, _) = answer(post_signed(&b.http_url("/webhooks/imggo"), &body).await).await;
+    assert_eq!(
+        (s, code.as_str()),
+        (409, "delivery_in_progress"),
+        "the dead replica's claim still holds"
+    );
+    tokio::time::sleep(Duration::from_millis(2200).saturating_sub(claimed_at.elapsed())).await;
+    let (s, _, _) = answer(post_signed(&b.http_url("/webhooks/imggo"), &body).await).await;
+    assert_eq!(s, 200, "after the lease the retry goes through");
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outage_rejects_then_recovers_without_restart() {
+    let up = Upstream::start().await;
+    let port = free_port();
+    let mut redis = PrivateRedis::start_on(port);
+    let config = format!(
+        "{}routes:\n{}",
+        store(&format!("redis://127.0.0.1:{port}/0"), "it", "reject"),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let gw = Gateway::start(&config).await;
+    let url = gw.http_url("/webhooks/imggo");
+    let ready = || async {
+        reqwest::get(format!("http://127.0.0.1:{}/readyz", gw.admin))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        post_signed(&url, &delivery("job.completed", "before"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ready().await, 200);
+
+    redis.stop();
+    let resp = post_signed(&url, &delivery("job.completed", "during")).await;
+    assert!(resp.headers().get("retry-after").is_some());
+    let (s, code, _) = answer(resp).await;
+    assert_eq!((s, code.as_str()), (503, "store_unavailable"));
+    assert_eq!(ready().await, 503);
+    assert_eq!(up.count(), 1, "nothing forwarded during the outage");
+    assert!(
+        gw.metric("hookgate_store_errors_total", &[("operation", "claim")])
+            .await
+            >= 1.0
+    );
+
+    let _redis = PrivateRedis::start_on(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = post_signed(&url, &delivery("job.completed", "during"))
+            .await
+            .status();
+        if s == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not recover ({s})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready().await, 200);
+    assert_eq!(
+        answer(post_signed(&url, &delivery("job.completed", "during")).await)
+            .await
+            .1,
+        "already_processed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outage_under_allow_forwards_without_dedupe() {
+    let up = Upstream::start().await;
+    let port = free_port();
+    let mut redis = PrivateRedis::start_on(port);
+    let config = format!(
+        "{}routes:\n{}",
+        store(&format!("redis://127.0.0.1:{port}/0"), "it", "allow"),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let gw = Gateway::start(&config).await;
+    redis.stop();
+    let body = delivery("job.completed", "allowed");
+    assert_eq!(
+        post_signed(&gw.http_url("/webhooks/imggo"), &body)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(up.count(), 1);
+    assert_eq!(
+        gw.metric("hookgate_dedupe_skipped_total", &[("route", "imggo")])
+            .await,
+        1.0
+    );
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", gw.admin))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        ready, 200,
+        "allow keeps serving, so the replica stays ready"
+    );
+}
+
+#[test]
+fn unreachable_redis_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    let text = format!(
+        "listen: [{{ addr: \"127.0.0.1:{}\" }}]\nstore: {{ url: \"redis://127.0.0.1:{}/0\" }}\nroutes:\n  - name: r\n    path: /r\n    upstream: \"http://127.0.0.1:1\"\n",
+        free_port(),
+        free_port()
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["run", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.url") && err.contains("Redis"), "{err}");
+}
