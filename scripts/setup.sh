@@ -3,6 +3,7 @@
 # zlib-ng build), perl/make (vendored OpenSSL), python3 (stand-in upstream), and a Redis server
 # for the Redis store's tests. Idempotent: does nothing when everything is present.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -20,6 +21,12 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The providers' own signing libraries, for the scheme conformance tests.
+if ! python3 -c "import stripe, standardwebhooks, svix, slack_sdk" >/dev/null 2>&1; then
+  echo "setup: installing the providers' Python libraries (tests/providers/requirements.txt)"
+  python3 -m pip install -q --disable-pip-version-check -r tests/providers/requirements.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }

@@ -8,4 +8,5 @@ mod harness;
 mod idempotency;
 mod observability;
 mod operations;
+mod providers;
 mod redis;
