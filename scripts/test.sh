@@ -12,6 +12,10 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
+echo "test: Prometheus alert rules"
+promtool check rules config/prometheus/alerts.yml
+(cd config/prometheus && promtool test rules alerts.test.yml)
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
 else

@@ -79,7 +79,20 @@ pub fn load_with_env(
             "cannot read the config: {e}"
         ))])
     })?;
-    let raw = parse(&text).map_err(|p| fail(vec![p]))?;
+    from_text(&text, file, env)
+}
+
+/// Compiles config `text` as if read from `file` (relative paths resolve against its folder).
+pub fn from_text(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: file.to_path_buf(),
+        problems,
+    };
+    let raw = parse(text).map_err(|p| fail(vec![p]))?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     compile::compile(raw, &base, file, env).map_err(fail)
 }

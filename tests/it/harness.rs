@@ -325,6 +325,29 @@ impl Gateway {
         }
     }
 
+    /// Starts a second hookgate on the same config with `--upgrade` (it waits for the listening
+    /// sockets on the upgrade socket), then tells this one to hand them over (SIGQUIT).
+    pub async fn upgrade(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("gateway-new.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        cmd.args(["--log-format", "json", "run", "--upgrade", "-c"])
+            .arg(&self.config);
+        cmd.stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        let new = cmd.spawn().unwrap();
+        // Give the new process time to reach the upgrade socket before the old one lets go.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let mut old = std::mem::replace(&mut self.child, new);
+        tokio::task::spawn_blocking(move || {
+            let _ = old.wait();
+        });
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }

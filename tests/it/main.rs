@@ -5,6 +5,7 @@ mod cli;
 mod contract;
 mod forwarding;
 mod harness;
+mod hostile;
 mod idempotency;
 mod observability;
 mod operations;

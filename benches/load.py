@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Orchestrates benches/load.sh: starts every target, runs wrk rounds alternately, reports."""
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+CONNS = int(sys.argv[3]) if len(sys.argv) > 3 else 50
+SECRET = "bench-secret"
+REL = "target/release"
+tmp = tempfile.mkdtemp(prefix="hookgate-load-")
+procs = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, env=None, log="/dev/null"):
+    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=open(log, "w"),
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(p)
+    return p
+
+
+def wait_port(port):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def stop_all():
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+ports = {k: free_port() for k in ("upstream", "nginx", "pingora", "hookgate", "admin")}
+upstream = f"127.0.0.1:{ports['upstream']}"
+try:
+    start([f"{REL}/examples/bench_upstream", upstream, "1"])
+    wait_port(ports["upstream"])
+
+    nginx_conf = os.path.join(tmp, "nginx.conf")
+    open(nginx_conf, "w").write(f"""
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+  access_log /dev/null;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  upstream app {{ server {upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{ports['nginx']};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}""")
+    start(["nginx", "-c", nginx_conf])
+    wait_port(ports["nginx"])
+
+    start([f"{REL}/examples/passthrough", f"127.0.0.1:{ports['pingora']}", upstream, "1"])
+    wait_port(ports["pingora"])
+
+    schema = os.path.abspath("config/schemas/imggo-webhook.json")
+    config = os.path.join(tmp, "hookgate.yaml")
+    open(config, "w").write(f"""
+listen: [{{ addr: "127.0.0.1:{ports['hookgate']}" }}]
+threads: 1
+grace_period: 1s
+upgrade_socket: {tmp}/upgrade.sock
+admin: {{ addr: "127.0.0.1:{ports['admin']}" }}
+store: {{ url: memory, max_keys: 2000000 }}
+routes:
+  - name: imggo
+    path: /webhooks/imggo
+    upstream: "http://{upstream}"
+    https_only: false
+    allow_ips: ["127.0.0.0/8"]
+    signature: {{ scheme: imggo, secrets: ["{SECRET}"] }}
+    schema: {schema}
+    events: {{ pointer: /event, allow: [job.completed, job.failed] }}
+    idempotency: {{ key: ["/event", "/job_id"], ttl: 1s }}
+""")
+    start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", config],
+          env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
+    wait_port(ports["hookgate"])
+
+    deliveries = os.path.join(tmp, "deliveries.tsv")
+    subprocess.run([sys.executable, "benches/gen_deliveries.py", "300000", SECRET, deliveries], check=True)
+
+    # The bench's deliveries are checked for real: a forged one must be refused.
+    forged = urllib.request.Request(f"http://127.0.0.1:{ports['hookgate']}/webhooks/imggo", method="POST",
+                                    data=b'{"event":"job.completed","job_id":"forged","status":"completed","result":{}}',
+                                    headers={"X-ImgGo-Signature": "00" * 32})
+    try:
+        urllib.request.urlopen(forged)
+        raise SystemExit("a forged delivery was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401, e.code
+    print("forged delivery refused with 401: the checks are on")
+
+    targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "pingora": ports["pingora"],
+               "hookgate": ports["hookgate"]}
+    results = {t: [] for t in targets}
+
+    def wrk(port):
+        out = subprocess.run(["wrk", "-t2", f"-c{CONNS}", f"-d{SECONDS}s", "--latency", "-s", "benches/imggo.lua",
+                              f"http://127.0.0.1:{port}/webhooks/imggo", "--", deliveries],
+                             capture_output=True, text=True, check=True).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+        def pct(p):
+            v, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
+            return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+        bad = int(re.search(r"non_200 (\d+)", out).group(1))
+        return rps, pct(50), pct(99), bad
+
+    for r in range(ROUNDS):
+        for name, port in targets.items():
+            rps, p50, p99, bad = wrk(port)
+            results[name].append((rps, p50, p99, bad))
+            print(f"round {r + 1} {name:9s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  non-200 {bad}", flush=True)
+
+    med = {t: tuple(statistics.median(x[i] for x in v) for i in range(3)) for t, v in results.items()}
+    print(f"\nmedian of {ROUNDS} rounds, {SECONDS}s each, wrk -t2 -c{CONNS}, same machine, same run")
+    print(f"{'target':10s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs nginx':>9s} {'vs pingora':>11s}")
+    for t, (rps, p50, p99) in med.items():
+        print(f"{t:10s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
+    print(f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
+    total_bad = sum(x[3] for x in results["hookgate"])
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()
+    fwd = re.search(r'hookgate_requests_total\{outcome="forwarded",route="imggo"\} (\d+)', metrics)
+    dup = re.search(r'hookgate_requests_total\{outcome="duplicate",route="imggo"\} (\d+)', metrics)
+    print(f"hookgate non-200 answers: {total_bad}; forwarded {fwd.group(1) if fwd else 0}, "
+          f"duplicates {dup.group(1) if dup else 0}")
+    rss = int(open(f"/proc/{procs[-1].pid}/status").read().split("VmRSS:")[1].split()[0])
+    print(f"hookgate RSS after the run: {rss / 1024:.1f} MiB")
+finally:
+    stop_all()

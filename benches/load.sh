@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Whole-gateway load test, all targets in the same run, alternating rounds:
+#   upstream   the stand-in app directly (examples/bench_upstream.rs)
+#   nginx      nginx as a plain reverse proxy, 1 worker, upstream keepalive
+#   pingora    a plain Pingora passthrough, 1 thread (examples/passthrough.rs)
+#   hookgate   every check on (ImgGo route: signature, schema, events, memory-store dedupe), 1 thread
+# wrk replays pre-signed, all-distinct deliveries. Prints req/s, p50, p99 per target and the
+# ratios to nginx and to plain Pingora. Usage: benches/load.sh [seconds per round] [rounds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null && command -v nginx >/dev/null || {
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq wrk nginx-light >/dev/null
+}
+cargo build --release --bin hookgate --example bench_upstream --example passthrough
+exec python3 benches/load.py "$@"

@@ -1,0 +1,254 @@
+//! Hostile input: slow clients, smuggling shapes, huge and deep bodies, odd headers. Nothing
+//! ambiguous or refused reaches the app, and the gateway keeps serving others.
+
+use crate::harness::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn gateway(up: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        "routes:\n{}",
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_is_cut_off_while_others_are_served() {
+    let up = Upstream::start().await;
+    let gw = gateway(&up).await; // client_timeout: 2s
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", gw.http))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        let head = b"POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        for b in head.iter() {
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut buf = [0u8; 1024];
+        // The gateway must have closed (or answered) by now.
+        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await;
+        started.elapsed()
+    });
+    // Meanwhile deliveries are served.
+    for i in 0..5 {
+        let body = delivery("job.completed", &format!("fast{i}"));
+        assert_eq!(
+            post_signed(&gw.http_url("/webhooks/imggo"), &body)
+                .await
+                .status(),
+            200
+        );
+    }
+    let cut_after = trickle.await.unwrap();
+    assert!(
+        cut_after < Duration::from_secs(6),
+        "slow client held on for {cut_after:?}"
+    );
+    assert_eq!(up.count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_length_with_transfer_encoding_is_never_forwarded_ambiguously() {
+    let up = Upstream::start().await;
+    let gw = gateway(&up).await;
+    let body = delivery("job.completed", "smuggle");
+    let smuggled = "POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    let chunked = format!(
+        "{:x}\r\n{}\r\n0\r\n\r\n{smuggled}",
+        body.len(),
+        String::from_utf8_lossy(&body)
+    );
+    let head = format!(
+        "POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nX-ImgGo-Signature: {}\r\n\r\n",
+        imggo_signature(&body)
+    );
+    let out = raw_exchange(
+        gw.http,
+        &[head.as_bytes(), chunked.as_bytes()],
+        Duration::ZERO,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 "), "{out:.200}");
+    // Whatever the verdict, the app never sees both framings nor the smuggled request.
+    for r in up.received() {
+        assert_eq!(r.header("transfer-encoding"), None);
+        assert_eq!(
+            r.header("content-length"),
+            Some(r.body.len().to_string().as_str())
+        );
+        assert_eq!(r.body, body);
+    }
+    assert!(up.count() <= 1, "a smuggled request reached the app");
+
+    // Two Content-Length headers that disagree.
+    let out = raw_exchange(
+        gw.http,
+        &[b"POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}"],
+        Duration::ZERO,
+    )
+    .await;
+    assert!(
+        out.is_empty() || out.starts_with("HTTP/1.1 4"),
+        "{out:.200}"
+    );
+    assert!(up.count() <= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_megabyte_chunked_body_is_refused_promptly() {
+    let up = Upstream::start().await;
+    let gw = gateway(&up).await; // max_body: 256KiB
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.http))
+        .await
+        .unwrap();
+    s.write_all(b"POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-ImgGo-Signature: 00\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20));
+    let writer = tokio::spawn(async move {
+        for _ in 0..50 {
+            if s.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let out = writer.await.unwrap();
+    assert!(
+        out.is_empty() || out.starts_with("HTTP/1.1 413"),
+        "{out:.200}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.count(), 0);
+    // Still serving.
+    assert_eq!(
+        post_signed(
+            &gw.http_url("/webhooks/imggo"),
+            &delivery("job.completed", "after")
+        )
+        .await
+        .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_json_odd_and_huge_headers() {
+    let up = Upstream::start().await;
+    let gw = gateway(&up).await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let (s, code, _) =
+        answer(post_signed(&gw.http_url("/webhooks/imggo"), deep.as_bytes()).await).await;
+    assert_eq!((s, code.as_str()), (400, "invalid_json"));
+
+    // A non-UTF-8 signature header is just an invalid signature.
+    let body = delivery("job.completed", "odd");
+    let head = format!(
+        "POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nX-ImgGo-Signature: \u{00ff}\u{00fe}\r\n\r\n",
+        body.len()
+    );
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(&body);
+    let out = raw_exchange(gw.http, &[&raw], Duration::ZERO).await;
+    assert!(out.starts_with("HTTP/1.1 401"), "{out:.200}");
+    assert!(out.contains("signature_invalid"));
+
+    // A 200 KB header is refused by the HTTP layer, not forwarded.
+    let huge = format!(
+        "POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        "a".repeat(200_000)
+    );
+    let out = raw_exchange(gw.http, &[huge.as_bytes()], Duration::ZERO).await;
+    assert!(
+        out.is_empty() || out.starts_with("HTTP/1.1 4"),
+        "{out:.200}"
+    );
+    assert_eq!(up.count(), 0);
+    assert_eq!(
+        post_signed(&gw.http_url("/webhooks/imggo"), &body)
+            .await
+            .status(),
+        200,
+        "still serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_upgrade_refuses_nothing() {
+    let up = Upstream::start().await;
+    let mut gw = gateway(&up).await;
+    let url = gw.http_url("/webhooks/imggo");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for w in 0..4 {
+        let (url, stop) = (url.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut failed) = (0, Vec::new());
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = delivery("job.completed", &format!("w{w}-{i}"));
+                i += 1;
+                match c
+                    .post(&url)
+                    .header("X-ImgGo-Signature", imggo_signature(&body))
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.upgrade().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for s in senders {
+        let (o, f) = s.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed across the upgrade: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "only {ok} requests ran");
+    // The new process is the one serving now, and the old one handed over and left.
+    assert_eq!(
+        post_signed(&url, &delivery("job.completed", "after-upgrade"))
+            .await
+            .status(),
+        200
+    );
+    let new_log = std::fs::read_to_string(gw.dir.path().join("gateway-new.log")).unwrap();
+    assert!(
+        new_log.contains("hookgate::request"),
+        "the new process served nothing:\n{new_log}"
+    );
+    assert_eq!(
+        up.count(),
+        ok + 1,
+        "every 200 was a delivery the app received, once"
+    );
+}
