@@ -6,11 +6,13 @@ use crate::pipeline::Client;
 use crate::rejection::Rejection;
 use bytes::{Bytes, BytesMut};
 use http::Version;
-use pingora_core::connectors::http::v1::Connector;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 /// Webhook answers are small; an app answering more than this is refused rather than buffered.
 const MAX_RESPONSE_BODY: usize = 16 << 20;
@@ -110,7 +112,7 @@ pub fn peer_for(upstream: &Upstream) -> HttpPeer {
 /// One exchange with the app within `limit`: 502 when it cannot be reached or answers garbage,
 /// 504 when it does not answer in time.
 pub async fn exchange(
-    connector: &Connector,
+    connector: &TransportConnector,
     peer: &HttpPeer,
     request: Box<RequestHeader>,
     body: Bytes,
@@ -123,7 +125,7 @@ pub async fn exchange(
 }
 
 async fn exchange_inner(
-    connector: &Connector,
+    connector: &TransportConnector,
     peer: &HttpPeer,
     request: Box<RequestHeader>,
     body: Bytes,
@@ -138,18 +140,19 @@ async fn exchange_inner(
             Rejection::UpstreamUnavailable
         }
     };
-    let (mut session, _reused) = connector
-        .get_http_session(peer)
-        .await
-        .map_err(unavailable)?;
-    session
-        .write_request_header(request)
-        .await
-        .map_err(unavailable)?;
-    if !body.is_empty() {
-        session.write_body(&body).await.map_err(unavailable)?;
-    }
-    session.finish_body().await.map_err(unavailable)?;
+    // Head and body go out in one flush of the pooled stream's write buffer (one send for a
+    // typical delivery, where Pingora's client session flushes the head and the body apart);
+    // Pingora's client session then reads the answer.
+    let wire = http_req_header_to_wire(&request).ok_or(Rejection::UpstreamUnavailable)?;
+    let (mut stream, _reused) = connector.get_stream(peer).await.map_err(unavailable)?;
+    let io = |e: std::io::Error| {
+        tracing::debug!(error = %e, "writing to the upstream failed");
+        Rejection::UpstreamUnavailable
+    };
+    stream.write_all(&wire).await.map_err(io)?;
+    stream.write_all(&body).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut session = HttpSession::new_with_options(stream, peer);
     // Skip informational answers (100 Continue, 103 Early Hints).
     loop {
         session.read_response().await.map_err(unavailable)?;
@@ -171,9 +174,10 @@ async fn exchange_inner(
         }
         buf.extend_from_slice(&chunk);
     }
-    connector
-        .release_http_session(session, peer, Some(POOL_IDLE))
-        .await;
+    session.respect_keepalive();
+    if let Some(stream) = session.reuse().await {
+        connector.release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE));
+    }
     Ok(UpstreamAnswer {
         header,
         body: buf.freeze(),

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora_core::connectors::http::v1::Connector;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
@@ -33,7 +33,7 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub on_error: OnError,
     pub metrics: Arc<Metrics>,
-    pub connector: Connector,
+    pub connector: TransportConnector,
 }
 
 pub struct GatewayApp {

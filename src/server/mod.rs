@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::store::{memory::MemoryStore, redis::RedisStore, Store};
 use arc_swap::ArcSwap;
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::connectors::http::v1::Connector;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -45,7 +45,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         store,
         on_error: config.store.on_error,
         metrics,
-        connector: Connector::new(None),
+        connector: TransportConnector::new(None),
     });
 
     let grace = config.grace_period.as_secs_f64().ceil() as u64;

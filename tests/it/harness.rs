@@ -327,7 +327,8 @@ impl Gateway {
 
     /// Starts a second hookgate on the same config with `--upgrade` (it waits for the listening
     /// sockets on the upgrade socket), then tells this one to hand them over (SIGQUIT).
-    pub async fn upgrade(&mut self) {
+    /// Returns when the old process has handed over and exited.
+    pub async fn upgrade(&mut self) -> tokio::task::JoinHandle<()> {
         let log = std::fs::File::create(self.dir.path().join("gateway-new.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
         cmd.args(["--log-format", "json", "run", "--upgrade", "-c"])
@@ -345,7 +346,7 @@ impl Gateway {
         let mut old = std::mem::replace(&mut self.child, new);
         tokio::task::spawn_blocking(move || {
             let _ = old.wait();
-        });
+        })
     }
 
     pub fn log(&self) -> String {

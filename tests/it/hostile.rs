@@ -217,8 +217,13 @@ async fn graceful_upgrade_refuses_nothing() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    gw.upgrade().await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let old_exited = gw.upgrade().await;
+    // Keep sending until the old process has finished its grace period and exited.
+    tokio::time::timeout(Duration::from_secs(15), old_exited)
+        .await
+        .expect("the old process did not exit")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut ok, mut failed) = (0, Vec::new());
     for s in senders {
