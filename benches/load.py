@@ -98,14 +98,20 @@ routes:
     signature: {{ scheme: imggo, secrets: ["{SECRET}"] }}
     schema: {schema}
     events: {{ pointer: /event, allow: [job.completed, job.failed] }}
-    idempotency: {{ key: ["/event", "/job_id"], ttl: 1s }}
+    idempotency: {{ key: ["/event", "/job_id"] }}   # production default ttl (24h)
 """)
     start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", config],
           env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
     wait_port(ports["hookgate"])
 
-    deliveries = os.path.join(tmp, "deliveries.tsv")
-    subprocess.run([sys.executable, "benches/gen_deliveries.py", "300000", SECRET, deliveries], check=True)
+    # Fresh deliveries for every round: with the production 24h TTL a replayed one would be a
+    # duplicate and short-circuit. 600k per round covers 60k req/s for 10 s.
+    per_round = int(os.environ.get("DELIVERIES_PER_ROUND", "600000"))
+    files = []
+    for r in range(ROUNDS):
+        f = os.path.join(tmp, f"deliveries-{r}.tsv")
+        subprocess.run([sys.executable, "benches/gen_deliveries.py", str(per_round), SECRET, f, f"r{r}"], check=True)
+        files.append(f)
 
     # The bench's deliveries are checked for real: a forged one must be refused.
     forged = urllib.request.Request(f"http://127.0.0.1:{ports['hookgate']}/webhooks/imggo", method="POST",
@@ -122,7 +128,7 @@ routes:
                "hookgate": ports["hookgate"]}
     results = {t: [] for t in targets}
 
-    def wrk(port):
+    def wrk(port, deliveries):
         out = subprocess.run(["wrk", "-t2", f"-c{CONNS}", f"-d{SECONDS}s", "--latency", "-s", "benches/imggo.lua",
                               f"http://127.0.0.1:{port}/webhooks/imggo", "--", deliveries],
                              capture_output=True, text=True, check=True).stdout
@@ -136,7 +142,7 @@ routes:
 
     for r in range(ROUNDS):
         for name, port in targets.items():
-            rps, p50, p99, bad = wrk(port)
+            rps, p50, p99, bad = wrk(port, files[r])
             results[name].append((rps, p50, p99, bad))
             print(f"round {r + 1} {name:9s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  non-200 {bad}", flush=True)
 
