@@ -28,12 +28,19 @@ struct Record {
     route: u32,
 }
 
+/// Route names by index, and the index of each name.
+#[derive(Default)]
+struct RouteNames {
+    names: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
+}
+
 pub struct MemoryStore {
     /// Keyed by the delivery id alone: the route name is already hashed into it.
     cache: Cache<u128, Record>,
     stripes: Vec<Mutex<()>>,
     started: Instant,
-    routes: RwLock<(Vec<Arc<str>>, HashMap<Arc<str>, u32>)>,
+    routes: RwLock<RouteNames>,
 }
 
 fn token_bits(t: ClaimToken) -> u64 {
@@ -47,7 +54,7 @@ impl MemoryStore {
             cache: Cache::new(usize::try_from(max_keys).unwrap_or(usize::MAX)),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             started: Instant::now(),
-            routes: RwLock::new((Vec::new(), HashMap::new())),
+            routes: RwLock::default(),
         }
     }
 
@@ -155,7 +162,11 @@ impl Store for MemoryStore {
     fn held_keys(&self) -> Vec<(Arc<str>, i64)> {
         let now = self.now_ms();
         self.cache.retain(|_, r| r.expires_ms > now);
-        let names = self.routes.read().map(|r| r.0.clone()).unwrap_or_default();
+        let names = self
+            .routes
+            .read()
+            .map(|r| r.names.clone())
+            .unwrap_or_default();
         let mut counts = vec![0i64; names.len()];
         for (_, r) in self.cache.iter() {
             if let Some(c) = counts.get_mut(r.route as usize) {
