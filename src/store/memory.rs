@@ -72,17 +72,17 @@ impl MemoryStore {
             .routes
             .read()
             .ok()
-            .and_then(|r| r.1.get(route).copied())
+            .and_then(|r| r.index.get(route).copied())
         {
             return i;
         }
         let mut r = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = r.1.get(route) {
+        if let Some(i) = r.index.get(route) {
             return *i;
         }
-        let i = r.0.len() as u32;
-        r.0.push(route.clone());
-        r.1.insert(route.clone(), i);
+        let i = r.names.len() as u32;
+        r.names.push(route.clone());
+        r.index.insert(route.clone(), i);
         i
     }
 
