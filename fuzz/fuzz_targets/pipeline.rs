@@ -30,17 +30,35 @@ routes:
 fuzz_target!(|data: &[u8]| {
     // Input: X-Forwarded-For, X-ImgGo-Signature, Webhook-Id, Content-Length (0xff-separated), body.
     let mut parts = data.splitn(5, |&b| b == 0xff);
-    let names = ["x-forwarded-for", "x-imggo-signature", "webhook-id", "content-length"];
+    let names = [
+        "x-forwarded-for",
+        "x-imggo-signature",
+        "webhook-id",
+        "content-length",
+    ];
     let mut headers = http::HeaderMap::new();
     for name in names {
-        if let Some(v) = parts.next().and_then(|v| http::HeaderValue::from_bytes(v).ok()) {
+        if let Some(v) = parts
+            .next()
+            .and_then(|v| http::HeaderValue::from_bytes(v).ok())
+        {
             headers.insert(name, v);
         }
     }
     let body = parts.next().unwrap_or_default();
     let gateway = &config().gateway;
-    let peer = if data.first().is_some_and(|b| b % 2 == 0) { "10.1.2.3" } else { "127.0.0.1" };
-    let head = Head { method: &http::Method::POST, path: "/webhooks/imggo", headers: &headers, peer: peer.parse().unwrap(), tls: true };
+    let peer = if data.first().is_some_and(|b| b % 2 == 0) {
+        "10.1.2.3"
+    } else {
+        "127.0.0.1"
+    };
+    let head = Head {
+        method: &http::Method::POST,
+        path: "/webhooks/imggo",
+        headers: &headers,
+        peer: peer.parse().unwrap(),
+        tls: true,
+    };
     if let Ok(admitted) = pipeline::check_head(gateway, &head) {
         let _ = pipeline::check_body(admitted.route, &headers, body, SystemTime::now());
     }

@@ -10,9 +10,21 @@ const SCHEMES: &[(&str, &str, &[&str])] = &[
     ("github", "s", &["x-hub-signature-256"]),
     ("shopify", "s", &["x-shopify-hmac-sha256"]),
     ("stripe", "whsec_s", &["stripe-signature"]),
-    ("slack", "s", &["x-slack-signature", "x-slack-request-timestamp"]),
-    ("standard-webhooks", "whsec_c2VjcmV0", &["webhook-id", "webhook-timestamp", "webhook-signature"]),
-    ("svix", "whsec_c2VjcmV0", &["svix-id", "svix-timestamp", "svix-signature"]),
+    (
+        "slack",
+        "s",
+        &["x-slack-signature", "x-slack-request-timestamp"],
+    ),
+    (
+        "standard-webhooks",
+        "whsec_c2VjcmV0",
+        &["webhook-id", "webhook-timestamp", "webhook-signature"],
+    ),
+    (
+        "svix",
+        "whsec_c2VjcmV0",
+        &["svix-id", "svix-timestamp", "svix-signature"],
+    ),
 ];
 
 fuzz_target!(|data: &[u8]| {

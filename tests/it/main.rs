@@ -11,3 +11,4 @@ mod observability;
 mod operations;
 mod providers;
 mod redis;
+mod simulation;
