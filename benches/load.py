@@ -51,7 +51,8 @@ def stop_all():
             pass
 
 
-ports = {k: free_port() for k in ("upstream", "nginx", "pingora", "hookgate", "admin")}
+ports = {k: free_port() for k in ("upstream", "nginx", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis")}
+REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 upstream = f"127.0.0.1:{ports['upstream']}"
 try:
     start([f"{REL}/examples/bench_upstream", upstream, "1"])
@@ -104,6 +105,19 @@ routes:
           env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
     wait_port(ports["hookgate"])
 
+    # The same gateway with the shared Redis store (what replicas use), for the Redis/memory ratio.
+    redis_config = os.path.join(tmp, "hookgate-redis.yaml")
+    text = open(config).read()
+    text = text.replace(f"127.0.0.1:{ports['hookgate']}", f"127.0.0.1:{ports['hookgate-redis']}")
+    text = text.replace(f"127.0.0.1:{ports['admin']}", f"127.0.0.1:{ports['admin-redis']}")
+    text = text.replace("upgrade.sock", "upgrade-redis.sock")
+    text = text.replace("store: {{ url: memory, max_keys: 2000000 }}".replace("{{", "{").replace("}}", "}"),
+                        f'store: {{ url: "{REDIS}", prefix: "hookgate-load-{os.getpid()}" }}')
+    open(redis_config, "w").write(text)
+    start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", redis_config],
+          env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
+    wait_port(ports["hookgate-redis"])
+
     # Fresh deliveries for every round: with the production 24h TTL a replayed one would be a
     # duplicate and short-circuit. 600k per round covers 60k req/s for 10 s.
     per_round = int(os.environ.get("DELIVERIES_PER_ROUND", "600000"))
@@ -125,7 +139,7 @@ routes:
     print("forged delivery refused with 401: the checks are on")
 
     targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "pingora": ports["pingora"],
-               "hookgate": ports["hookgate"]}
+               "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"]}
     results = {t: [] for t in targets}
 
     def wrk(port, deliveries):
@@ -144,21 +158,25 @@ routes:
         for name, port in targets.items():
             rps, p50, p99, bad = wrk(port, files[r])
             results[name].append((rps, p50, p99, bad))
-            print(f"round {r + 1} {name:9s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  non-200 {bad}", flush=True)
+            print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  non-200 {bad}", flush=True)
 
     med = {t: tuple(statistics.median(x[i] for x in v) for i in range(3)) for t, v in results.items()}
     print(f"\nmedian of {ROUNDS} rounds, {SECONDS}s each, wrk -t2 -c{CONNS}, same machine, same run")
-    print(f"{'target':10s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs nginx':>9s} {'vs pingora':>11s}")
+    print(f"{'target':14s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs nginx':>9s} {'vs pingora':>11s}")
     for t, (rps, p50, p99) in med.items():
-        print(f"{t:10s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
+        print(f"{t:14s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
     print(f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
+    print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x")
     total_bad = sum(x[3] for x in results["hookgate"])
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()
     fwd = re.search(r'hookgate_requests_total\{outcome="forwarded",route="imggo"\} (\d+)', metrics)
     dup = re.search(r'hookgate_requests_total\{outcome="duplicate",route="imggo"\} (\d+)', metrics)
     print(f"hookgate non-200 answers: {total_bad}; forwarded {fwd.group(1) if fwd else 0}, "
           f"duplicates {dup.group(1) if dup else 0}")
-    rss = int(open(f"/proc/{procs[-1].pid}/status").read().split("VmRSS:")[1].split()[0])
+    rss = int(open(f"/proc/{procs[-2].pid}/status").read().split("VmRSS:")[1].split()[0])
     print(f"hookgate RSS after the run: {rss / 1024:.1f} MiB")
 finally:
     stop_all()
+    # Best effort: drop the Redis keys this run left behind (they carry the run's prefix).
+    subprocess.run(f"redis-cli --scan --pattern 'hookgate-load-{os.getpid()}:*' | xargs -r -n 1000 redis-cli del > /dev/null",
+                   shell=True, check=False)
