@@ -145,9 +145,8 @@ impl GatewayApp {
                 if rejection == Rejection::PayloadTooLarge || expects_continue {
                     session.set_keepalive(None);
                 }
-                self.answer(session, &Answer::Reject(rejection), &mut record)
+                self.answer(session, &Answer::Reject(rejection), record, started)
                     .await;
-                self.finish(record, started);
                 return if expects_continue {
                     Ended::Close
                 } else {
@@ -170,8 +169,8 @@ impl GatewayApp {
             Err(body::BodyError::Refused(r)) => {
                 session.set_keepalive(None);
                 let timed_out = r == Rejection::RequestTimeout;
-                self.answer(session, &Answer::Reject(r), &mut record).await;
-                self.finish(record, started);
+                self.answer(session, &Answer::Reject(r), record, started)
+                    .await;
                 return if timed_out {
                     Ended::Close
                 } else {
@@ -186,8 +185,7 @@ impl GatewayApp {
             match pipeline::check_body(&route, &session.req_header().headers, &body, received_at) {
                 Ok(k) => k,
                 Err(answer) => {
-                    self.answer(session, &answer, &mut record).await;
-                    self.finish(record, started);
+                    self.answer(session, &answer, record, started).await;
                     return Ended::Complete;
                 }
             };
@@ -197,8 +195,7 @@ impl GatewayApp {
             Some(k) => match self.claim(&route, k).await {
                 Ok(c) => c,
                 Err(answer) => {
-                    self.answer(session, &answer, &mut record).await;
-                    self.finish(record, started);
+                    self.answer(session, &answer, record, started).await;
                     return Ended::Complete;
                 }
             },
@@ -221,10 +218,10 @@ impl GatewayApp {
                 self.answer(
                     session,
                     &Answer::Reject(Rejection::UpstreamUnavailable),
-                    &mut record,
+                    record,
+                    started,
                 )
                 .await;
-                self.finish(record, started);
                 return Ended::Complete;
             }
         };
@@ -250,8 +247,10 @@ impl GatewayApp {
                 record.outcome = "forwarded";
                 let header =
                     forward::relay_header(answer.header, answer.body.len(), &record.request_id);
-                let ok = write(session, header, answer.body).await;
+                // Counted and logged before the answer leaves, so a sender that then reads
+                // /metrics sees its own delivery.
                 self.finish(record, started);
+                let ok = write(session, header, answer.body).await;
                 if ok {
                     Ended::Complete
                 } else {
@@ -259,9 +258,8 @@ impl GatewayApp {
                 }
             }
             Err(rejection) => {
-                self.answer(session, &Answer::Reject(rejection), &mut record)
+                self.answer(session, &Answer::Reject(rejection), record, started)
                     .await;
-                self.finish(record, started);
                 Ended::Complete
             }
         }
@@ -311,16 +309,25 @@ impl GatewayApp {
         }
     }
 
-    async fn answer(&self, session: &mut ServerSession, answer: &Answer, record: &mut Record) {
+    /// Answers without the upstream; counted and logged before the answer leaves.
+    async fn answer(
+        &self,
+        session: &mut ServerSession,
+        answer: &Answer,
+        mut record: Record,
+        started: Instant,
+    ) {
         record.status = answer.status();
         record.outcome = answer.outcome();
+        let request_id = record.request_id.clone();
+        self.finish(record, started);
         let body = Bytes::from(answer.body());
         let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else {
             return;
         };
         let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
         let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-        let _ = header.insert_header("X-Request-Id", record.request_id.as_str());
+        let _ = header.insert_header("X-Request-Id", request_id.as_str());
         for (name, value) in answer.headers() {
             let _ = header.insert_header(name, value);
         }

@@ -16,18 +16,10 @@ fn padded(job: &str, size: usize) -> Vec<u8> {
     body
 }
 
-async fn gateway(up: &Upstream) -> Gateway {
-    Gateway::start(&format!(
-        "routes:\n{}",
-        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
-    ))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn exact_bytes_and_headers_reach_the_app_and_its_answer_comes_back() {
     let up = Upstream::start().await;
-    let gw = gateway(&up).await;
+    let gw = Gateway::imggo(&up).await;
     let body = padded("big", 200 * 1024);
     up.then(201, Duration::ZERO);
     let resp = client()
@@ -87,7 +79,7 @@ async fn exact_bytes_and_headers_reach_the_app_and_its_answer_comes_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chunked_and_expect_continue_bodies_arrive_whole() {
     let up = Upstream::start().await;
-    let gw = gateway(&up).await;
+    let gw = Gateway::imggo(&up).await;
 
     let body = padded("chunked", 150 * 1024);
     let head = format!(
@@ -150,7 +142,7 @@ async fn chunked_and_expect_continue_bodies_arrive_whole() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_over_tls() {
     let up = Upstream::start().await;
-    let gw = gateway(&up).await;
+    let gw = Gateway::imggo(&up).await;
     let body = padded("h2", 100 * 1024);
     let h2 = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)

@@ -207,6 +207,55 @@ async fn serve(
     }
 }
 
+// ---------------------------------------------------------------- a private Redis
+
+/// A private redis-server on a free port, killed on drop (outage tests stop and restart it).
+pub struct PrivateRedis {
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/setup.sh)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { child: Some(child) }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 // ---------------------------------------------------------------- the gateway process
 
 pub struct Gateway {
@@ -259,6 +308,15 @@ pub fn imggo_route(name: &str, path: &str, upstream: &str, extra: &str) -> Strin
 }
 
 impl Gateway {
+    /// Starts hookgate with one ImgGo route `imggo` on `/webhooks/imggo` in front of `up`.
+    pub async fn imggo(up: &Upstream) -> Gateway {
+        Gateway::start(&format!(
+            "routes:\n{}",
+            imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+        ))
+        .await
+    }
+
     /// Starts hookgate with `body` (everything after the listener head: store, routes, ...).
     pub async fn start(body: &str) -> Gateway {
         Self::start_with_env(body, &[]).await

@@ -5,18 +5,10 @@ use crate::harness::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn gateway(up: &Upstream) -> Gateway {
-    Gateway::start(&format!(
-        "routes:\n{}",
-        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
-    ))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_is_cut_off_while_others_are_served() {
     let up = Upstream::start().await;
-    let gw = gateway(&up).await; // client_timeout: 2s
+    let gw = Gateway::imggo(&up).await; // client_timeout: 2s
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", gw.http))
         .await
         .unwrap();
@@ -55,7 +47,7 @@ async fn slowloris_is_cut_off_while_others_are_served() {
 #[tokio::test(flavor = "multi_thread")]
 async fn content_length_with_transfer_encoding_is_never_forwarded_ambiguously() {
     let up = Upstream::start().await;
-    let gw = gateway(&up).await;
+    let gw = Gateway::imggo(&up).await;
     let body = delivery("job.completed", "smuggle");
     let smuggled = "POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
     let chunked = format!(
@@ -102,7 +94,7 @@ async fn content_length_with_transfer_encoding_is_never_forwarded_ambiguously() 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_megabyte_chunked_body_is_refused_promptly() {
     let up = Upstream::start().await;
-    let gw = gateway(&up).await; // max_body: 256KiB
+    let gw = Gateway::imggo(&up).await; // max_body: 256KiB
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.http))
         .await
         .unwrap();
@@ -147,7 +139,7 @@ async fn fifty_megabyte_chunked_body_is_refused_promptly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deep_json_odd_and_huge_headers() {
     let up = Upstream::start().await;
-    let gw = gateway(&up).await;
+    let gw = Gateway::imggo(&up).await;
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let (s, code, _) =
         answer(post_signed(&gw.http_url("/webhooks/imggo"), deep.as_bytes()).await).await;
@@ -188,7 +180,7 @@ async fn deep_json_odd_and_huge_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_upgrade_refuses_nothing() {
     let up = Upstream::start().await;
-    let mut gw = gateway(&up).await;
+    let mut gw = Gateway::imggo(&up).await;
     let url = gw.http_url("/webhooks/imggo");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = Vec::new();

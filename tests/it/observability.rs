@@ -97,12 +97,17 @@ async fn metrics_count_a_known_mix() {
     );
 
     // One structured event per request, with no secret, signature or body in it.
+    // The answer goes out just before its log line is written: poll briefly.
+    let request_events = || {
+        gw.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "hookgate::request")
+            .collect::<Vec<_>>()
+    };
+    eventually("7 request log events", || request_events().len() >= 7).await;
     let log = gw.log();
-    let events: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "hookgate::request")
-        .collect();
+    let events = request_events();
     assert_eq!(events.len(), 7, "{log}");
     let e = events.iter().find(|e| e["outcome"] == "duplicate").unwrap();
     for field in ["request_id", "route", "client", "status", "duration_ms"] {

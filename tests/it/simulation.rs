@@ -224,6 +224,18 @@ fn sim_route(app: &str) -> String {
     )
 }
 
+/// Two gateways sharing the machine's Redis under a fresh prefix, and their URLs.
+async fn two_replicas(app: &str) -> (Gateway, Gateway, Arc<Mutex<Vec<String>>>) {
+    let prefix = format!("sim-{}", uuid::Uuid::new_v4().simple());
+    let config = format!("{}routes:\n{}", redis_store(&prefix, 6379), sim_route(app));
+    let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
+    let urls = vec![
+        format!("http://127.0.0.1:{}", a.http),
+        format!("http://127.0.0.1:{}", b.http),
+    ];
+    (a, b, Arc::new(Mutex::new(urls)))
+}
+
 fn redis_store(prefix: &str, port: u16) -> String {
     format!("store: {{ url: \"redis://127.0.0.1:{port}/0\", prefix: \"{prefix}\" }}\n")
 }
@@ -240,16 +252,7 @@ async fn promise_holds_with_the_memory_store() {
 #[tokio::test(flavor = "multi_thread")]
 async fn promise_holds_with_two_replicas_on_redis() {
     let (app, log) = start_app(0x5eed_0002).await;
-    let config = format!(
-        "{}routes:\n{}",
-        redis_store(&format!("sim-{}", uuid::Uuid::new_v4().simple()), 6379),
-        sim_route(&app)
-    );
-    let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
-    let urls = Arc::new(Mutex::new(vec![
-        format!("http://127.0.0.1:{}", a.http),
-        format!("http://127.0.0.1:{}", b.http),
-    ]));
+    let (_a, _b, urls) = two_replicas(&app).await;
     let sender = run_senders(urls).await;
     check_promise("redis, two replicas", &sender, &log.lock().unwrap(), &[]);
 }
@@ -257,16 +260,7 @@ async fn promise_holds_with_two_replicas_on_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn promise_holds_when_a_replica_is_killed_mid_run() {
     let (app, log) = start_app(0x5eed_0003).await;
-    let config = format!(
-        "{}routes:\n{}",
-        redis_store(&format!("sim-{}", uuid::Uuid::new_v4().simple()), 6379),
-        sim_route(&app)
-    );
-    let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
-    let urls = Arc::new(Mutex::new(vec![
-        format!("http://127.0.0.1:{}", a.http),
-        format!("http://127.0.0.1:{}", b.http),
-    ]));
+    let (a, _b, urls) = two_replicas(&app).await;
     let senders = tokio::spawn(run_senders(urls.clone()));
     tokio::time::sleep(Duration::from_millis(700)).await;
     let killed_at = Instant::now();
@@ -332,27 +326,7 @@ async fn promise_holds_across_a_graceful_upgrade() {
 async fn promise_holds_when_redis_restarts_mid_run() {
     let (app, log) = start_app(0x5eed_0005).await;
     let port = free_port();
-    let start_redis = || {
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut redis = start_redis();
-    eventually("redis", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
+    let mut redis = PrivateRedis::start_on(port);
     let gw = Gateway::start(&format!(
         "{}routes:\n{}",
         redis_store("sim", port),
@@ -364,13 +338,10 @@ async fn promise_holds_when_redis_restarts_mid_run() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Redis keeps nothing on disk here: a restart forgets every key, like a failover to an
     // empty replica. Deliveries in flight meanwhile get 503 and are retried.
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    redis.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut redis = start_redis();
+    let _redis = PrivateRedis::start_on(port);
     let sender = senders.await.unwrap();
-    let _ = redis.kill();
-    let _ = redis.wait();
     // The restart forgets every key, but a sender stops at its first 2xx and the gateway relays
     // the app's 2xx even when recording it failed, so nothing may be delivered twice.
     let log = log.lock().unwrap();
