@@ -10,11 +10,20 @@ scripts/setup.sh
 cargo build --release --bin hookgate
 bin=target/release/hookgate
 
+for port in 5000 8080 8443 9090; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "demo: port $port is already in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
 export IMGGO_WEBHOOK_SECRET="${IMGGO_WEBHOOK_SECRET:-demo-secret-change-me}"
 python3 scripts/upstream.py 5000 & up=$!
 "$bin" --log-format pretty run -c config/hookgate.yaml > /tmp/hookgate-demo.log 2>&1 & gw=$!
-trap 'kill $gw $up 2>/dev/null || true' EXIT
+trap 'kill -INT $gw 2>/dev/null; kill $up 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5000) 2>/dev/null && break; sleep 0.1; done
 for _ in $(seq 100); do curl -fs http://127.0.0.1:9090/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+kill -0 $gw 2>/dev/null || { echo "demo: hookgate did not start:" >&2; cat /tmp/hookgate-demo.log >&2; exit 1; }
 
 body=$(mktemp)
 printf '{"event":"job.completed","job_id":"job_%s","status":"completed","result":{"url":"https://cdn.imggo.example/out.png","width":800,"height":600}}' "$(date +%s)" > "$body"
