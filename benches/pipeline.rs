@@ -89,9 +89,11 @@ fn client_address(c: &mut Criterion) {
     let mut g = c.benchmark_group("allow_ips");
     for n in [10usize, 1000] {
         // n /24 networks; the client matches the last one (worst case for a scan).
-        let nets: Vec<IpNet> = (0..n)
+        let list: Vec<IpNet> = (0..n)
             .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
             .collect();
+        let nets = hookgate::config::NetSet::new(&list);
+        let none = hookgate::config::NetSet::default();
         let last = n - 1;
         let peer: IpAddr = format!("10.{}.{}.7", last / 256, last % 256)
             .parse()
@@ -99,7 +101,7 @@ fn client_address(c: &mut Criterion) {
         let headers = HeaderMap::new();
         g.bench_with_input(BenchmarkId::from_parameter(n), &nets, |b, nets| {
             b.iter(|| {
-                let client = address::resolve(black_box(peer), true, &headers, &[]);
+                let client = address::resolve(black_box(peer), true, &headers, &none);
                 address::check(Some(nets), &client).unwrap();
             })
         });

@@ -148,7 +148,8 @@ pub fn compile(
         .flatten()
         .enumerate()
         .filter_map(|(i, p)| cx.net(&format!("trusted_proxies[{i}]"), p))
-        .collect();
+        .collect::<Vec<_>>();
+    let trusted_proxies = super::NetSet::new(&trusted_proxies);
 
     let store = store(&mut cx, raw.store.as_ref());
 
@@ -311,10 +312,12 @@ fn route(cx: &mut Ctx<'_>, at: &str, r: &RawRoute) -> Option<Route> {
                 "an empty list would refuse everyone; omit allow_ips to allow any address",
             );
         }
-        ips.iter()
+        let nets: Vec<IpNet> = ips
+            .iter()
             .enumerate()
             .filter_map(|(i, ip)| cx.net(&format!("{at}.allow_ips[{i}]"), ip))
-            .collect::<Vec<_>>()
+            .collect();
+        super::NetSet::new(&nets)
     });
     let max_body = r.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0);
     if max_body == 0 {

@@ -7,10 +7,12 @@
 mod compile;
 pub mod env;
 mod model;
+mod netset;
 pub mod raw;
 pub mod units;
 
 pub use model::*;
+pub use netset::NetSet;
 pub use raw::{OnError, Otherwise};
 
 use std::fmt;

@@ -2,9 +2,8 @@
 
 use crate::signature::Scheme;
 use http::HeaderName;
-use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +51,7 @@ pub struct Gateway {
     pub routes: HashMap<String, Arc<Route>>,
     /// Route names in file order, for `check` output and metrics.
     pub route_order: Vec<Arc<Route>>,
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: super::NetSet,
     pub client_timeout: Duration,
 }
 
@@ -68,7 +67,7 @@ pub struct Route {
     pub upstream: Upstream,
     pub upstream_timeout: Duration,
     pub https_only: bool,
-    pub allow_ips: Option<Vec<IpNet>>,
+    pub allow_ips: Option<super::NetSet>,
     pub max_body: usize,
     pub signature: Option<Box<dyn Scheme>>,
     pub schema: Option<jsonschema::Validator>,
@@ -116,11 +115,6 @@ pub struct Idempotency {
 pub enum KeyPart {
     Pointer(String),
     Header(HeaderName),
-}
-
-/// Whether `ip` falls in any of `nets`.
-pub fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
-    nets.iter().any(|n| n.contains(&ip))
 }
 
 impl std::fmt::Display for Route {

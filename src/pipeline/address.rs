@@ -1,10 +1,9 @@
 //! Client address and HTTPS (PRODUCT.md §5): X-Forwarded-For / -Proto are believed only from a
 //! trusted proxy; the client is the right-most forwarded entry that is not itself trusted.
 
-use crate::config::contains;
+use crate::config::NetSet;
 use crate::rejection::Rejection;
 use http::HeaderMap;
-use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,9 +17,9 @@ pub struct Client {
 }
 
 /// Works out who is delivering and whether it arrived over HTTPS.
-pub fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted: &[IpNet]) -> Client {
+pub fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted: &NetSet) -> Client {
     let peer = peer.to_canonical();
-    if trusted.is_empty() || !contains(trusted, peer) {
+    if trusted.is_empty() || !trusted.contains(peer) {
         return Client {
             addr: Some(peer),
             https: tls,
@@ -41,7 +40,7 @@ pub fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted: &[IpNet]) 
         let mut found = None;
         for entry in entries.iter().rev() {
             match parse_entry(entry) {
-                Some(ip) if contains(trusted, ip) => continue,
+                Some(ip) if trusted.contains(ip) => continue,
                 other => {
                     found = Some(other);
                     break;
@@ -75,10 +74,10 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 }
 
 /// Refuses a client outside `allow_ips` (absent: anyone).
-pub fn check(allow_ips: Option<&[IpNet]>, client: &Client) -> Result<(), Rejection> {
+pub fn check(allow_ips: Option<&NetSet>, client: &Client) -> Result<(), Rejection> {
     match (allow_ips, client.addr) {
         (None, _) => Ok(()),
-        (Some(nets), Some(ip)) if contains(nets, ip) => Ok(()),
+        (Some(nets), Some(ip)) if nets.contains(ip) => Ok(()),
         _ => Err(Rejection::IpNotAllowed),
     }
 }
@@ -100,8 +99,8 @@ mod tests {
         h
     }
 
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|n| n.parse().unwrap()).collect()
+    fn nets(list: &[&str]) -> NetSet {
+        NetSet::new(&list.iter().map(|n| n.parse().unwrap()).collect::<Vec<_>>())
     }
 
     #[test]
@@ -124,7 +123,12 @@ mod tests {
 
     #[test]
     fn mapped_ipv6_peer_is_ipv4() {
-        let c = resolve(ip("::ffff:203.0.113.9"), true, &HeaderMap::new(), &[]);
+        let c = resolve(
+            ip("::ffff:203.0.113.9"),
+            true,
+            &HeaderMap::new(),
+            &NetSet::default(),
+        );
         assert_eq!(c.addr, Some(ip("203.0.113.9")));
         assert_eq!(check(Some(&nets(&["203.0.113.0/24"])), &c), Ok(()));
     }

@@ -54,7 +54,7 @@ pub fn check_head<'g>(
     let fail = |r| (Some(route), r);
     method::check(head.method).map_err(fail)?;
     let client = address::resolve(head.peer, head.tls, head.headers, &gateway.trusted_proxies);
-    address::check(route.allow_ips.as_deref(), &client).map_err(fail)?;
+    address::check(route.allow_ips.as_ref(), &client).map_err(fail)?;
     transport::check(route.https_only, &client).map_err(fail)?;
     size::check_declared(head.headers, route.max_body).map_err(fail)?;
     Ok(Admitted { route, client })
