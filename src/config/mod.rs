@@ -62,26 +62,24 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Reads and compiles `file`, expanding `${VAR}` from the process environment.
-pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    load_with_env(file, &|name| std::env::var(name).ok())
+impl ConfigError {
+    fn new(file: &Path, problems: Vec<Problem>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            problems,
+        }
+    }
 }
 
-/// As [`load`], with the environment supplied (tests).
-pub fn load_with_env(
-    file: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
-    let fail = |problems| ConfigError {
-        file: file.to_path_buf(),
-        problems,
-    };
+/// Reads and compiles `file`, expanding `${VAR}` from the process environment.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
-        fail(vec![Problem::Unreadable(format!(
-            "cannot read the config: {e}"
-        ))])
+        ConfigError::new(
+            file,
+            vec![Problem::Unreadable(format!("cannot read the config: {e}"))],
+        )
     })?;
-    from_text(&text, file, env)
+    from_text(&text, file, &|name| std::env::var(name).ok())
 }
 
 /// Compiles config `text` as if read from `file` (relative paths resolve against its folder).
@@ -90,13 +88,9 @@ pub fn from_text(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let fail = |problems| ConfigError {
-        file: file.to_path_buf(),
-        problems,
-    };
-    let raw = parse(text).map_err(|p| fail(vec![p]))?;
+    let raw = parse(text).map_err(|p| ConfigError::new(file, vec![p]))?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    compile::compile(raw, &base, file, env).map_err(fail)
+    compile::compile(raw, &base, file, env).map_err(|problems| ConfigError::new(file, problems))
 }
 
 /// YAML text to the raw structs; a failure carries its line and column.

@@ -14,8 +14,8 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Loads and swaps in the config file; returns whether it took effect.
-    pub fn reload(&self) -> bool {
+    /// Loads and swaps in the config file, or logs why not and keeps the current one.
+    pub fn reload(&self) {
         match crate::config::load(&self.file) {
             Ok(config) => {
                 self.shared.gateway.store(config.gateway);
@@ -25,7 +25,6 @@ impl Reloader {
                     .with_label_values(&["ok"])
                     .inc();
                 tracing::info!(file = %self.file.display(), "config reloaded; listeners, store and threads change only on restart");
-                true
             }
             Err(e) => {
                 self.shared
@@ -34,7 +33,6 @@ impl Reloader {
                     .with_label_values(&["error"])
                     .inc();
                 tracing::error!(file = %self.file.display(), problems = %e.to_string().replace('\n', "; "), "config reload refused; the previous config keeps serving");
-                false
             }
         }
     }

@@ -190,3 +190,26 @@ async fn send_delivers_a_signed_body() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("already_processed"));
     assert_eq!(up.count(), 1);
 }
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check", "--help"],
+        vec!["sign", "--help"],
+        vec!["send", "--help"],
+    ] {
+        let out = hookgate(&cmd, &[]);
+        assert!(out.status.success(), "{cmd:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("Usage:") && text.contains("--config") || cmd == ["--help"],
+            "{cmd:?}: {text}"
+        );
+    }
+    let top = String::from_utf8(hookgate(&["--help"], &[]).stdout).unwrap();
+    for sub in ["run", "check", "sign", "send", "--log-format"] {
+        assert!(top.contains(sub), "top-level help lacks {sub}");
+    }
+}
