@@ -2,7 +2,8 @@
 //! raw paths, keys or addresses, so cardinality stays bounded by the config.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -16,7 +17,11 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
     pub dedupe_skipped: IntCounterVec,
+    /// `store_duration` for claim, complete and release, looked up once.
+    store_ops: [Histogram; 3],
 }
+
+const STORE_OPS: [&str; 3] = ["claim", "complete", "release"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -93,7 +98,9 @@ impl Metrics {
             "Deliveries forwarded without dedupe because the store failed and on_error is allow.",
             &["route"],
         );
+        let store_ops = STORE_OPS.map(|op| store_duration.with_label_values(&[op]));
         Self {
+            store_ops,
             registry,
             requests,
             request_duration,
@@ -105,6 +112,12 @@ impl Metrics {
             store_errors,
             dedupe_skipped,
         }
+    }
+
+    /// The store round-trip histogram of `op` (`claim`, `complete` or `release`).
+    pub fn store_op(&self, op: &str) -> &Histogram {
+        let i = STORE_OPS.iter().position(|o| *o == op).unwrap_or(0);
+        &self.store_ops[i]
     }
 
     /// The Prometheus text exposition of every metric.

@@ -172,7 +172,8 @@ pub fn compile(
                 format!("route name {:?} is used twice", r.name),
             );
         }
-        if let Some(route) = route(&mut cx, &at, r) {
+        if let Some(mut route) = route(&mut cx, &at, r) {
+            route.index = route_order.len();
             let route = Arc::new(route);
             if routes.insert(route.path.clone(), route.clone()).is_some() {
                 cx.err(
@@ -346,6 +347,7 @@ fn route(cx: &mut Ctx<'_>, at: &str, r: &RawRoute) -> Option<Route> {
         return None;
     }
     Some(Route {
+        index: 0,
         name: Arc::from(r.name.as_str()),
         path,
         upstream: upstream?,

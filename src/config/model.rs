@@ -62,6 +62,8 @@ impl Gateway {
 }
 
 pub struct Route {
+    /// Position in `Gateway::route_order`: indexes per-route state derived from the config.
+    pub index: usize,
     pub name: Arc<str>,
     pub path: String,
     pub upstream: Upstream,

@@ -4,12 +4,13 @@
 use crate::config::Upstream;
 use crate::pipeline::Client;
 use crate::rejection::Rejection;
-use bytes::{Bytes, BytesMut};
-use http::Version;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::HeaderName;
 use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{HeaderNameVariant, RequestHeader, ResponseHeader};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -20,15 +21,23 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Expect`,
 /// which hookgate already answered.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
+const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"expect",
+];
+
+/// Request headers hookgate sets itself, so the sender's own values never reach the app.
+const SET_BY_GATEWAY: &[&[u8]] = &[
+    b"content-length",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-request-id",
 ];
 
 pub struct UpstreamAnswer {
@@ -36,75 +45,91 @@ pub struct UpstreamAnswer {
     pub body: Bytes,
 }
 
-/// Hop-by-hop headers present in `headers`, including any the `Connection` header names.
-fn hop_by_hop(headers: &http::HeaderMap) -> Vec<String> {
-    let named = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty());
-    HOP_BY_HOP
-        .iter()
-        .map(|h| h.to_string())
-        .chain(named)
-        .filter(|h| headers.contains_key(h.as_str()))
-        .collect()
+/// The hop-by-hop headers of one message: RFC 9110's plus any its `Connection` header names.
+struct HopByHop<'a> {
+    named: Vec<&'a [u8]>,
 }
 
-/// The request the app receives (PRODUCT.md §6): same method, path, query and end-to-end headers,
-/// plus X-Forwarded-For/-Proto and X-Request-Id, always as HTTP/1.1 with an exact Content-Length.
-pub fn upstream_request(
+impl<'a> HopByHop<'a> {
+    fn of(headers: &'a http::HeaderMap) -> Self {
+        let named = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .collect();
+        Self { named }
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        HOP_BY_HOP
+            .iter()
+            .chain(&self.named)
+            .any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The head the app receives (PRODUCT.md §6), written straight to the wire: same method, path,
+/// query and end-to-end headers (their case and order kept), plus X-Forwarded-For/-Proto and
+/// X-Request-Id, always as HTTP/1.1 with an exact Content-Length.
+pub fn upstream_head(
     downstream: &RequestHeader,
     client: &Client,
     peer: IpAddr,
     request_id: &str,
     body_len: usize,
-) -> pingora_core::Result<Box<RequestHeader>> {
-    let mut req = downstream.clone();
-    let target = downstream
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let authority = downstream.uri.authority().map(|a| a.as_str().to_string());
-    req.set_raw_path(target.as_bytes())?;
-    req.set_version(Version::HTTP_11);
-    for h in hop_by_hop(&downstream.headers) {
-        req.remove_header(&h);
-    }
-    if !req.headers.contains_key(http::header::HOST) {
+) -> BytesMut {
+    const CRLF: &[u8] = b"\r\n";
+    let mut buf = BytesMut::with_capacity(1024);
+    let target = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+    buf.put_slice(downstream.method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(target.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+
+    let hop = HopByHop::of(&downstream.headers);
+    let mut has_host = false;
+    let _ = downstream.map(|name, value| {
+        let name = match name {
+            HeaderNameVariant::Case(n) => n.as_slice(),
+            HeaderNameVariant::Titled(n) => n.as_bytes(),
+        };
+        if hop.contains(name) || SET_BY_GATEWAY.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return Ok(());
+        }
+        has_host |= name.eq_ignore_ascii_case(b"host");
+        for part in [name, b": ", value.as_bytes(), CRLF] {
+            buf.put_slice(part);
+        }
+        Ok(())
+    });
+    if !has_host {
         // HTTP/2 carries the host as :authority; HTTP/1.1 needs it as a header.
-        if let Some(a) = authority {
-            req.insert_header(http::header::HOST, a)?;
+        if let Some(a) = downstream.uri.authority() {
+            for part in [b"Host: ", a.as_str().as_bytes(), CRLF] {
+                buf.put_slice(part);
+            }
         }
     }
-    let forwarded_for = if client.peer_trusted {
-        let chain: Vec<&str> = downstream
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if chain.is_empty() {
-            peer.to_string()
-        } else {
-            format!("{}, {peer}", chain.join(", "))
+
+    buf.put_slice(b"X-Forwarded-For: ");
+    if client.peer_trusted {
+        for v in downstream.headers.get_all("x-forwarded-for") {
+            buf.put_slice(v.as_bytes());
+            buf.put_slice(b", ");
         }
-    } else {
-        peer.to_string()
-    };
-    req.insert_header("X-Forwarded-For", forwarded_for)?;
-    req.insert_header(
-        "X-Forwarded-Proto",
-        if client.https { "https" } else { "http" },
-    )?;
-    req.insert_header("X-Request-Id", request_id)?;
-    req.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
-    Ok(Box::new(req))
+    }
+    let _ = write!(buf, "{peer}\r\nX-Forwarded-Proto: ");
+    buf.put_slice(if client.https { b"https" } else { b"http" });
+    let _ = write!(
+        buf,
+        "\r\nX-Request-Id: {request_id}\r\nContent-Length: {body_len}\r\n\r\n"
+    );
+    buf
 }
 
+/// The app's upstream peer, built once per config load.
 pub fn peer_for(upstream: &Upstream) -> HttpPeer {
     HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone())
 }
@@ -114,11 +139,11 @@ pub fn peer_for(upstream: &Upstream) -> HttpPeer {
 pub async fn exchange(
     connector: &TransportConnector,
     peer: &HttpPeer,
-    request: Box<RequestHeader>,
+    head: BytesMut,
     body: Bytes,
     limit: Duration,
 ) -> Result<UpstreamAnswer, Rejection> {
-    match tokio::time::timeout(limit, exchange_inner(connector, peer, request, body)).await {
+    match tokio::time::timeout(limit, exchange_inner(connector, peer, head, body)).await {
         Ok(result) => result,
         Err(_) => Err(Rejection::UpstreamTimeout),
     }
@@ -127,7 +152,7 @@ pub async fn exchange(
 async fn exchange_inner(
     connector: &TransportConnector,
     peer: &HttpPeer,
-    request: Box<RequestHeader>,
+    head: BytesMut,
     body: Bytes,
 ) -> Result<UpstreamAnswer, Rejection> {
     let unavailable = |e: Box<pingora_core::Error>| {
@@ -140,17 +165,18 @@ async fn exchange_inner(
             Rejection::UpstreamUnavailable
         }
     };
-    // Head and body go out in one flush of the pooled stream's write buffer (one send for a
-    // typical delivery, where Pingora's client session flushes the head and the body apart);
-    // Pingora's client session then reads the answer.
-    let wire = http_req_header_to_wire(&request).ok_or(Rejection::UpstreamUnavailable)?;
+    // Head and body go out in one vectored write: the connector's streams are unbuffered, and
+    // Pingora's client session would send the head and the body apart (two sends per delivery
+    // instead of one). Pingora's client session then reads the answer.
     let (mut stream, _reused) = connector.get_stream(peer).await.map_err(unavailable)?;
     let io = |e: std::io::Error| {
         tracing::debug!(error = %e, "writing to the upstream failed");
         Rejection::UpstreamUnavailable
     };
-    stream.write_all(&wire).await.map_err(io)?;
-    stream.write_all(&body).await.map_err(io)?;
+    stream
+        .write_all_buf(&mut head.freeze().chain(body))
+        .await
+        .map_err(io)?;
     stream.flush().await.map_err(io)?;
     let mut session = HttpSession::new_with_options(stream, peer);
     // Skip informational answers (100 Continue, 103 Early Hints).
@@ -190,12 +216,107 @@ pub fn relay_header(
     body_len: usize,
     request_id: &str,
 ) -> Box<ResponseHeader> {
-    for h in hop_by_hop(&header.headers) {
-        header.remove_header(&h);
+    let hop = HopByHop::of(&header.headers);
+    let drop: Vec<HeaderName> = header
+        .headers
+        .keys()
+        .filter(|name| hop.contains(name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in drop {
+        header.remove_header(&name);
     }
     let _ = header.insert_header(http::header::CONTENT_LENGTH, body_len.to_string());
     if !header.headers.contains_key("x-request-id") {
         let _ = header.insert_header("X-Request-Id", request_id);
     }
     header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downstream(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/hook?a=1", None).unwrap();
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    fn head(req: &RequestHeader, peer_trusted: bool) -> String {
+        let client = Client {
+            addr: None,
+            https: true,
+            peer_trusted,
+        };
+        let wire = upstream_head(req, &client, "10.0.0.9".parse().unwrap(), "req-1", 42);
+        String::from_utf8(wire.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_app_gets_end_to_end_headers_in_order_and_the_gateways_own() {
+        let req = downstream(&[
+            ("Host", "app.example"),
+            ("X-ImgGo-Signature", "abc"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "dropped"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Length", "999"),
+            ("Expect", "100-continue"),
+            ("X-Request-Id", "spoofed"),
+            ("X-Forwarded-Proto", "http"),
+            ("x-custom", "kept"),
+        ]);
+        assert_eq!(
+            head(&req, false),
+            "POST /hook?a=1 HTTP/1.1\r\n\
+             Host: app.example\r\n\
+             X-ImgGo-Signature: abc\r\n\
+             x-custom: kept\r\n\
+             X-Forwarded-For: 10.0.0.9\r\n\
+             X-Forwarded-Proto: https\r\n\
+             X-Request-Id: req-1\r\n\
+             Content-Length: 42\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_forwarded_chain_is_kept_only_from_a_trusted_proxy() {
+        let req = downstream(&[
+            ("Host", "h"),
+            ("X-Forwarded-For", "198.51.100.7, 10.1.1.1"),
+            ("X-Forwarded-For", "10.2.2.2"),
+        ]);
+        assert!(head(&req, true)
+            .contains("\r\nX-Forwarded-For: 198.51.100.7, 10.1.1.1, 10.2.2.2, 10.0.0.9\r\n"));
+        assert!(head(&req, false).contains("\r\nX-Forwarded-For: 10.0.0.9\r\n"));
+        assert_eq!(head(&req, true).matches("X-Forwarded-For").count(), 1);
+    }
+
+    #[test]
+    fn an_http2_authority_becomes_the_host_header() {
+        let mut req = downstream(&[("x-a", "1")]);
+        req.set_uri("https://app.example:8443/hook?a=1".parse().unwrap());
+        let wire = head(&req, false);
+        assert!(wire.starts_with("POST /hook?a=1 HTTP/1.1\r\n"), "{wire}");
+        assert!(wire.contains("\r\nHost: app.example:8443\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn hop_by_hop_answer_headers_are_not_relayed() {
+        let mut answer = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("Connection", "close, X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-Kept", "yes"),
+        ] {
+            answer.append_header(n, v).unwrap();
+        }
+        let relayed = relay_header(Box::new(answer), 7, "req-1");
+        let names: Vec<&str> = relayed.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "content-length", "x-request-id"]);
+    }
 }

@@ -5,15 +5,16 @@
 //! `HttpServerApp` instead: read the head, run the head checks, read the whole body, run the body
 //! checks, claim the key, and only then open (or reuse) an upstream connection.
 
+use super::live::{Live, RouteState};
 use super::{body, forward};
-use crate::config::{Gateway, OnError, Route};
+use crate::config::{OnError, Route};
 use crate::metrics::{status_class, Metrics};
 use crate::pipeline::{self, DeliveryKey, Head};
 use crate::rejection::{Answer, Rejection};
 use crate::store::{Claim, ClaimToken, Store};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::ServerSession;
@@ -29,7 +30,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// What every request shares: the current config, the store, metrics and the upstream pool.
 pub struct Shared {
-    pub gateway: ArcSwap<Gateway>,
+    pub live: ArcSwap<Live>,
     pub store: Arc<dyn Store>,
     pub on_error: OnError,
     pub metrics: Arc<Metrics>,
@@ -68,7 +69,7 @@ impl HttpServerApp for GatewayApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let client_timeout = self.shared.gateway.load().client_timeout;
+        let client_timeout = self.shared.live.load().gateway.client_timeout;
         match tokio::time::timeout(client_timeout, session.read_request()).await {
             Ok(Ok(true)) => {}
             _ => return None,
@@ -102,7 +103,8 @@ impl GatewayApp {
         let received_at = SystemTime::now();
         let shared = &self.shared;
         // In-flight requests keep the config they started with; a reload affects new ones.
-        let gateway = shared.gateway.load_full();
+        let live = shared.live.load_full();
+        let gateway = &live.gateway;
         let deadline = tokio::time::Instant::now() + gateway.client_timeout;
         let peer = session
             .client_addr()
@@ -135,7 +137,7 @@ impl GatewayApp {
         };
 
         // Head steps: route → method → address → transport → declared size.
-        let admitted = pipeline::check_head(&gateway, &head);
+        let admitted = pipeline::check_head(gateway, &head);
         let (route, client) = match admitted {
             Ok(a) => (a.route.clone(), a.client),
             Err((route, rejection)) => {
@@ -145,7 +147,7 @@ impl GatewayApp {
                 if rejection == Rejection::PayloadTooLarge || expects_continue {
                     session.set_keepalive(None);
                 }
-                self.answer(session, &Answer::Reject(rejection), record, started)
+                self.answer(session, &Answer::Reject(rejection), record, None, started)
                     .await;
                 return if expects_continue {
                     Ended::Close
@@ -156,20 +158,21 @@ impl GatewayApp {
         };
         record.route = Some(route.name.clone());
         record.client = client.addr;
+        let state = live.route(&route);
 
         // Body: the whole of it, bounded, before anything else happens.
         if expects_continue
             && !session.is_http2()
             && session.write_continue_response().await.is_err()
         {
-            return self.gone(record, started);
+            return self.gone(record, state, started);
         }
         let body = match body::read(session, route.max_body, deadline).await {
             Ok(b) => b,
             Err(body::BodyError::Refused(r)) => {
                 session.set_keepalive(None);
                 let timed_out = r == Rejection::RequestTimeout;
-                self.answer(session, &Answer::Reject(r), record, started)
+                self.answer(session, &Answer::Reject(r), record, Some(state), started)
                     .await;
                 return if timed_out {
                     Ended::Close
@@ -177,7 +180,7 @@ impl GatewayApp {
                     Ended::Early
                 };
             }
-            Err(body::BodyError::ClientGone) => return self.gone(record, started),
+            Err(body::BodyError::ClientGone) => return self.gone(record, state, started),
         };
 
         // Body steps: signature → parse → schema → events → idempotency key.
@@ -185,7 +188,8 @@ impl GatewayApp {
             match pipeline::check_body(&route, &session.req_header().headers, &body, received_at) {
                 Ok(k) => k,
                 Err(answer) => {
-                    self.answer(session, &answer, record, started).await;
+                    self.answer(session, &answer, record, Some(state), started)
+                        .await;
                     return Ended::Complete;
                 }
             };
@@ -195,50 +199,27 @@ impl GatewayApp {
             Some(k) => match self.claim(&route, k).await {
                 Ok(c) => c,
                 Err(answer) => {
-                    self.answer(session, &answer, record, started).await;
+                    self.answer(session, &answer, record, Some(state), started)
+                        .await;
                     return Ended::Complete;
                 }
             },
             None => None,
         };
 
-        let upstream_req = match forward::upstream_request(
+        let head = forward::upstream_head(
             session.req_header(),
             &client,
             peer,
             &record.request_id,
             body.len(),
-        ) {
-            Ok(r) => r,
-            Err(_) => {
-                // Only a header value we cannot re-encode lands here; nothing reached the app.
-                if let (Some(k), Some(t)) = (&key, claim) {
-                    let _ = shared.store.release(k, t).await;
-                }
-                self.answer(
-                    session,
-                    &Answer::Reject(Rejection::UpstreamUnavailable),
-                    record,
-                    started,
-                )
-                .await;
-                return Ended::Complete;
-            }
-        };
+        );
 
-        // The exchange and the claim's fate run in their own task: a sender that hangs up does
-        // not abort it, so the app's answer still decides the claim and no delivery is doubled.
-        let task = tokio::spawn(deliver(
-            shared.clone(),
-            route.clone(),
-            upstream_req,
-            body,
-            key.zip(claim),
-        ));
-        let result = match task.await {
-            Ok(r) => r,
-            Err(_) => Err(Rejection::UpstreamUnavailable),
-        };
+        // Pingora never drops this future before it completes (it is only cancelled with the
+        // whole runtime, like a crash, where the claim's lease covers it): a sender that hangs
+        // up does not abort the exchange, so the app's answer still decides the claim and no
+        // delivery is doubled.
+        let result = deliver(shared, &route, state, head, body, key.zip(claim)).await;
         match result {
             Ok(answer) => {
                 let status = answer.header.status.as_u16();
@@ -249,7 +230,7 @@ impl GatewayApp {
                     forward::relay_header(answer.header, answer.body.len(), &record.request_id);
                 // Counted and logged before the answer leaves, so a sender that then reads
                 // /metrics sees its own delivery.
-                self.finish(record, started);
+                self.finish(record, Some(state), started);
                 let ok = write(session, header, answer.body).await;
                 if ok {
                     Ended::Complete
@@ -258,8 +239,14 @@ impl GatewayApp {
                 }
             }
             Err(rejection) => {
-                self.answer(session, &Answer::Reject(rejection), record, started)
-                    .await;
+                self.answer(
+                    session,
+                    &Answer::Reject(rejection),
+                    record,
+                    Some(state),
+                    started,
+                )
+                .await;
                 Ended::Complete
             }
         }
@@ -276,8 +263,7 @@ impl GatewayApp {
         let result = shared.store.claim(key, lease).await;
         shared
             .metrics
-            .store_duration
-            .with_label_values(&["claim"])
+            .store_op("claim")
             .observe(t.elapsed().as_secs_f64());
         match result {
             Ok(Claim::Claimed(token)) => Ok(Some(token)),
@@ -315,12 +301,13 @@ impl GatewayApp {
         session: &mut ServerSession,
         answer: &Answer,
         mut record: Record,
+        state: Option<&RouteState>,
         started: Instant,
     ) {
         record.status = answer.status();
         record.outcome = answer.outcome();
         let request_id = record.request_id.clone();
-        self.finish(record, started);
+        self.finish(record, state, started);
         let body = Bytes::from(answer.body());
         let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else {
             return;
@@ -335,22 +322,30 @@ impl GatewayApp {
     }
 
     /// The client went away or broke the protocol: log it, answer nothing.
-    fn gone(&self, mut record: Record, started: Instant) -> Ended {
+    fn gone(&self, mut record: Record, state: &RouteState, started: Instant) -> Ended {
         record.outcome = "client_closed";
         record.status = 499;
-        self.finish(record, started);
+        self.finish(record, Some(state), started);
         Ended::Close
     }
 
     /// The metrics and the one structured log event of a request.
-    fn finish(&self, record: Record, started: Instant) {
+    /// `state` is the matched route's, `None` when no route matched.
+    fn finish(&self, record: Record, state: Option<&RouteState>, started: Instant) {
         let m = &self.shared.metrics;
         let route = record.route.as_deref().unwrap_or("-");
         let elapsed = started.elapsed();
-        m.requests.with_label_values(&[route, record.outcome]).inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        match state {
+            Some(s) if record.outcome == "forwarded" => s.forwarded.inc(),
+            _ => m.requests.with_label_values(&[route, record.outcome]).inc(),
+        }
+        match state {
+            Some(s) => s.request_duration.observe(elapsed.as_secs_f64()),
+            None => m
+                .request_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64()),
+        }
         tracing::info!(
             target: "hookgate::request",
             request_id = %record.request_id,
@@ -368,31 +363,32 @@ impl GatewayApp {
 /// Sends the delivery upstream and settles its claim by the answer: delivered on 2xx, released
 /// on anything else so the sender's retry goes through.
 async fn deliver(
-    shared: Arc<Shared>,
-    route: Arc<Route>,
-    request: Box<pingora_http::RequestHeader>,
+    shared: &Shared,
+    route: &Route,
+    state: &RouteState,
+    head: BytesMut,
     body: Bytes,
     claim: Option<(DeliveryKey, ClaimToken)>,
 ) -> Result<forward::UpstreamAnswer, Rejection> {
     let m = &shared.metrics;
-    let peer = forward::peer_for(&route.upstream);
     let t = Instant::now();
     let result = forward::exchange(
         &shared.connector,
-        &peer,
-        request,
+        &state.peer,
+        head,
         body,
         route.upstream_timeout,
     )
     .await;
-    m.upstream_duration
-        .with_label_values(&[&route.name])
-        .observe(t.elapsed().as_secs_f64());
+    state.upstream_duration.observe(t.elapsed().as_secs_f64());
     let status = result.as_ref().ok().map(|a| a.header.status.as_u16());
-    if let Some(s) = status {
-        m.upstream_responses
+    match status {
+        Some(200..=299) => state.upstream_2xx.inc(),
+        Some(s) => m
+            .upstream_responses
             .with_label_values(&[&route.name, status_class(s)])
-            .inc();
+            .inc(),
+        None => {}
     }
     if let Some((key, token)) = claim {
         let delivered = status.is_some_and(|s| (200..300).contains(&s));
@@ -406,9 +402,7 @@ async fn deliver(
         } else {
             ("release", shared.store.release(&key, token).await)
         };
-        m.store_duration
-            .with_label_values(&[op])
-            .observe(t.elapsed().as_secs_f64());
+        m.store_op(op).observe(t.elapsed().as_secs_f64());
         if let Err(e) = outcome {
             m.store_errors.with_label_values(&[op]).inc();
             tracing::warn!(route = %route.name, operation = op, error = %e, "idempotency store failed");

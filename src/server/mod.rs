@@ -5,10 +5,12 @@ mod admin;
 mod body;
 pub mod forward;
 mod gateway;
+mod live;
 mod reload;
 mod tls;
 
 pub use gateway::{GatewayApp, Shared};
+use live::Live;
 
 use crate::config::{Config, ListenerTls, StoreUrl};
 use crate::metrics::Metrics;
@@ -41,7 +43,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let store = open_store(&config)?;
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
-        gateway: ArcSwap::new(config.gateway.clone()),
+        live: ArcSwap::from_pointee(Live::new(config.gateway.clone(), &metrics)),
         store,
         on_error: config.store.on_error,
         metrics,

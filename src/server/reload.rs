@@ -2,6 +2,7 @@
 //! old one keeps serving.
 
 use super::gateway::Shared;
+use super::live::Live;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -18,7 +19,8 @@ impl Reloader {
     pub fn reload(&self) {
         match crate::config::load(&self.file) {
             Ok(config) => {
-                self.shared.gateway.store(config.gateway);
+                let live = Live::new(config.gateway, &self.shared.metrics);
+                self.shared.live.store(Arc::new(live));
                 self.shared
                     .metrics
                     .config_reloads
