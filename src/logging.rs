@@ -1,6 +1,19 @@
 //! Structured logs: JSON (default when stdout is not a terminal) or pretty; level from RUST_LOG.
+//!
+//! The JSON lines carry the same shape as tracing-subscriber's flattened JSON format
+//! (`timestamp`, `level`, the event's fields, `target`), written by [`JsonLines`] straight into
+//! the line buffer: one event per request is on the hot path, and the stock formatter goes
+//! through serde and formats every `%`-field into its own `String` first.
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
+use std::time::SystemTime;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,17 +34,210 @@ pub fn init(format: Option<LogFormat>, to_stdout: bool) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match (format, to_stdout) {
         (LogFormat::Json, true) => builder
-            .json()
-            .flatten_event(true)
+            .event_format(JsonLines)
             .with_writer(std::io::stdout)
             .try_init(),
         (LogFormat::Json, false) => builder
-            .json()
-            .flatten_event(true)
+            .event_format(JsonLines)
             .with_writer(std::io::stderr)
             .try_init(),
         (LogFormat::Pretty, true) => builder.with_writer(std::io::stdout).try_init(),
         (LogFormat::Pretty, false) => builder.with_writer(std::io::stderr).try_init(),
     };
     let _ = result;
+}
+
+/// One JSON object per event: `{"timestamp":…,"level":…,<fields>,"target":…}`.
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // Events bridged from the `log` crate (Pingora logs that way) carry their real target in
+        // `log.*` fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        write!(
+            writer,
+            "{{\"timestamp\":\"{}\",\"level\":\"{}\"",
+            humantime::format_rfc3339_micros(SystemTime::now()),
+            meta.level()
+        )?;
+        let mut fields = JsonFields {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        string(&mut writer, format_args!("{}", meta.target()))?;
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes each field as `,"name":value`.
+struct JsonFields<'w, W> {
+    out: &'w mut W,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> JsonFields<'_, W> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        self.result = (|| {
+            self.out.write_str(",")?;
+            string(self.out, format_args!("{}", field.name()))?;
+            self.out.write_str(":")?;
+            value(self.out)
+        })();
+    }
+}
+
+impl<W: fmt::Write> Visit for JsonFields<'_, W> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.field(field, |o| write!(o, "{value}"));
+        } else {
+            self.field(field, |o| o.write_str("null"));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |o| write!(o, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |o| write!(o, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |o| write!(o, "{value}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |o| string(o, format_args!("{value}")));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.field(field, |o| string(o, format_args!("{value}")));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, |o| string(o, format_args!("{value:?}")));
+    }
+}
+
+/// Writes `value` as a JSON string, escaping as it goes.
+fn string(out: &mut impl fmt::Write, value: fmt::Arguments<'_>) -> fmt::Result {
+    struct Escaping<'a, W>(&'a mut W);
+    impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let mut plain = 0;
+            for (i, c) in s.char_indices() {
+                let escaped = match c {
+                    '"' => "\\\"",
+                    '\\' => "\\\\",
+                    '\n' => "\\n",
+                    '\r' => "\\r",
+                    '\t' => "\\t",
+                    c if (c as u32) < 0x20 => "",
+                    _ => continue,
+                };
+                self.0.write_str(&s[plain..i])?;
+                if escaped.is_empty() {
+                    write!(self.0, "\\u{:04x}", c as u32)?;
+                } else {
+                    self.0.write_str(escaped)?;
+                }
+                plain = i + c.len_utf8();
+            }
+            self.0.write_str(&s[plain..])
+        }
+    }
+    out.write_char('"')?;
+    Escaping(out).write_fmt(value)?;
+    out.write_char('"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLines)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_of_field_is_valid_json() {
+        let addr: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let got = lines(|| {
+            tracing::info!(
+                target: "hookgate::request",
+                request_id = %"id-1",
+                client = %addr,
+                quoted = "a \"b\"\\c\n\u{1}é",
+                status = 200u16,
+                delta = -3i64,
+                duration_ms = 0.25,
+                nan = f64::NAN,
+                flag = true,
+                upstream_status = Some(502u16),
+                missing = None::<u16>,
+                debug = ?vec!["x"],
+                "request"
+            );
+        });
+        assert_eq!(got.len(), 1);
+        let e = &got[0];
+        assert_eq!(e["level"], "INFO");
+        assert_eq!(e["message"], "request");
+        assert_eq!(e["target"], "hookgate::request");
+        assert_eq!(e["request_id"], "id-1");
+        assert_eq!(e["client"], "2001:db8::1");
+        assert_eq!(e["quoted"], "a \"b\"\\c\n\u{1}é");
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["delta"], -3);
+        assert_eq!(e["duration_ms"], 0.25);
+        assert!(e["nan"].is_null());
+        assert_eq!(e["flag"], true);
+        assert_eq!(e["upstream_status"], 502);
+        assert!(e.get("missing").is_none(), "an absent Option is left out");
+        assert_eq!(e["debug"], "[\"x\"]");
+        let ts = e["timestamp"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+    }
 }

@@ -51,6 +51,18 @@ struct Record {
     upstream_status: Option<u16>,
 }
 
+/// The client address as logged: `unknown` when a trusted proxy forwarded something else.
+struct ClientAddr(Option<IpAddr>);
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// How the request ended for the connection.
 enum Ended {
     /// Answered after the body was read: the connection may be reused.
@@ -350,7 +362,7 @@ impl GatewayApp {
             target: "hookgate::request",
             request_id = %record.request_id,
             route,
-            client = %record.client.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+            client = %ClientAddr(record.client),
             outcome = record.outcome,
             status = record.status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
