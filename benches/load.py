@@ -33,6 +33,21 @@ def start(cmd, env=None, log="/dev/null"):
     return p
 
 
+def cpu_seconds(session):
+    """CPU time (user + system) used so far by every process of a target's session."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # field 6 of stat: the session id
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wait_port(port):
     for _ in range(200):
         try:
@@ -55,7 +70,8 @@ ports = {k: free_port() for k in ("upstream", "nginx", "pingora", "hookgate", "a
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 upstream = f"127.0.0.1:{ports['upstream']}"
 try:
-    start([f"{REL}/examples/bench_upstream", upstream, "1"])
+    sessions = {}
+    sessions["upstream"] = start([f"{REL}/examples/bench_upstream", upstream, "1"]).pid
     wait_port(ports["upstream"])
 
     nginx_conf = os.path.join(tmp, "nginx.conf")
@@ -75,10 +91,10 @@ http {{
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}
 }}""")
-    start(["nginx", "-c", nginx_conf])
+    sessions["nginx"] = start(["nginx", "-c", nginx_conf]).pid
     wait_port(ports["nginx"])
 
-    start([f"{REL}/examples/passthrough", f"127.0.0.1:{ports['pingora']}", upstream, "1"])
+    sessions["pingora"] = start([f"{REL}/examples/passthrough", f"127.0.0.1:{ports['pingora']}", upstream, "1"]).pid
     wait_port(ports["pingora"])
 
     schema = os.path.abspath("config/schemas/imggo-webhook.json")
@@ -101,8 +117,8 @@ routes:
     events: {{ pointer: /event, allow: [job.completed, job.failed] }}
     idempotency: {{ key: ["/event", "/job_id"] }}   # production default ttl (24h)
 """)
-    start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", config],
-          env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
+    sessions["hookgate"] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", config],
+                                 env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
     wait_port(ports["hookgate"])
 
     # The same gateway with the shared Redis store (what replicas use), for the Redis/memory ratio.
@@ -114,8 +130,8 @@ routes:
     text = text.replace("store: {{ url: memory, max_keys: 2000000 }}".replace("{{", "{").replace("}}", "}"),
                         f'store: {{ url: "{REDIS}", prefix: "hookgate-load-{os.getpid()}" }}')
     open(redis_config, "w").write(text)
-    start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", redis_config],
-          env={"RUST_LOG": os.environ.get("RUST_LOG", "info")})
+    sessions["hookgate-redis"] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", redis_config],
+                                       env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
     wait_port(ports["hookgate-redis"])
 
     # Fresh deliveries for every round: with the production 24h TTL a replayed one would be a
@@ -142,38 +158,45 @@ routes:
                "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"]}
     results = {t: [] for t in targets}
 
-    def wrk(port, deliveries):
+    def wrk(name, port, deliveries):
+        # The target's own CPU time per request: steadier than req/s on a shared machine, and it
+        # is what a check costs. (The upstream target *is* the app, so its figure is the app's.)
+        cpu_before = cpu_seconds(sessions[name])
         out = subprocess.run(["wrk", "-t2", f"-c{CONNS}", f"-d{SECONDS}s", "--latency", "-s", "benches/imggo.lua",
                               f"http://127.0.0.1:{port}/webhooks/imggo", "--", deliveries],
                              capture_output=True, text=True, check=True).stdout
+        cpu = cpu_seconds(sessions[name]) - cpu_before
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        total = int(re.search(r"(\d+) requests in", out).group(1))
 
         def pct(p):
             v, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
             return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
         bad = int(re.search(r"non_200 (\d+)", out).group(1))
-        return rps, pct(50), pct(99), bad
+        return rps, pct(50), pct(99), cpu * 1e6 / total, bad
 
     for r in range(ROUNDS):
         for name, port in targets.items():
-            rps, p50, p99, bad = wrk(port, files[r])
-            results[name].append((rps, p50, p99, bad))
-            print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  non-200 {bad}", flush=True)
+            rps, p50, p99, cpu, bad = wrk(name, port, files[r])
+            results[name].append((rps, p50, p99, cpu, bad))
+            print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+                  f"cpu {cpu:6.1f} us/req  non-200 {bad}", flush=True)
 
-    med = {t: tuple(statistics.median(x[i] for x in v) for i in range(3)) for t, v in results.items()}
+    med = {t: tuple(statistics.median(x[i] for x in v) for i in range(4)) for t, v in results.items()}
     print(f"\nmedian of {ROUNDS} rounds, {SECONDS}s each, wrk -t2 -c{CONNS}, same machine, same run")
-    print(f"{'target':14s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs nginx':>9s} {'vs pingora':>11s}")
-    for t, (rps, p50, p99) in med.items():
-        print(f"{t:14s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
+    print(f"{'target':14s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'cpu us/req':>11s} {'vs nginx':>9s} {'vs pingora':>11s}")
+    for t, (rps, p50, p99, cpu) in med.items():
+        print(f"{t:14s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {cpu:11.1f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
     print(f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
+    print(f"hookgate CPU per request / pingora's: {med['hookgate'][3] / med['pingora'][3]:.2f}x")
     print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x")
-    total_bad = sum(x[3] for x in results["hookgate"])
+    total_bad = sum(x[4] for x in results["hookgate"])
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()
     fwd = re.search(r'hookgate_requests_total\{outcome="forwarded",route="imggo"\} (\d+)', metrics)
     dup = re.search(r'hookgate_requests_total\{outcome="duplicate",route="imggo"\} (\d+)', metrics)
     print(f"hookgate non-200 answers: {total_bad}; forwarded {fwd.group(1) if fwd else 0}, "
           f"duplicates {dup.group(1) if dup else 0}")
-    rss = int(open(f"/proc/{procs[-2].pid}/status").read().split("VmRSS:")[1].split()[0])
+    rss = int(open(f"/proc/{sessions['hookgate']}/status").read().split("VmRSS:")[1].split()[0])
     print(f"hookgate RSS after the run: {rss / 1024:.1f} MiB")
 finally:
     stop_all()

@@ -1,6 +1,7 @@
 //! Forwarding a checked delivery: the exact body bytes to the app over Pingora's pooled HTTP/1.1
 //! connector, and the app's whole answer back.
 
+use super::pool::Pool;
 use crate::config::Upstream;
 use crate::pipeline::Client;
 use crate::rejection::Rejection;
@@ -8,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderName;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::v1::client::HttpSession;
-use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -17,7 +18,6 @@ use tokio::io::AsyncWriteExt;
 
 /// Webhook answers are small; an app answering more than this is refused rather than buffered.
 const MAX_RESPONSE_BODY: usize = 16 << 20;
-const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Expect`,
 /// which hookgate already answered.
@@ -138,12 +138,14 @@ pub fn peer_for(upstream: &Upstream) -> HttpPeer {
 /// 504 when it does not answer in time.
 pub async fn exchange(
     connector: &TransportConnector,
+    pool: &Pool,
     peer: &HttpPeer,
     head: BytesMut,
     body: Bytes,
     limit: Duration,
 ) -> Result<UpstreamAnswer, Rejection> {
-    match tokio::time::timeout(limit, exchange_inner(connector, peer, head, body)).await {
+    let exchanged = exchange_inner(connector, pool, peer, head, body);
+    match tokio::time::timeout(limit, exchanged).await {
         Ok(result) => result,
         Err(_) => Err(Rejection::UpstreamTimeout),
     }
@@ -151,6 +153,7 @@ pub async fn exchange(
 
 async fn exchange_inner(
     connector: &TransportConnector,
+    pool: &Pool,
     peer: &HttpPeer,
     head: BytesMut,
     body: Bytes,
@@ -168,7 +171,10 @@ async fn exchange_inner(
     // Head and body go out in one vectored write: the connector's streams are unbuffered, and
     // Pingora's client session would send the head and the body apart (two sends per delivery
     // instead of one). Pingora's client session then reads the answer.
-    let (mut stream, _reused) = connector.get_stream(peer).await.map_err(unavailable)?;
+    let mut stream = match pool.take() {
+        Some(s) => s,
+        None => connector.new_stream(peer).await.map_err(unavailable)?,
+    };
     let io = |e: std::io::Error| {
         tracing::debug!(error = %e, "writing to the upstream failed");
         Rejection::UpstreamUnavailable
@@ -202,7 +208,7 @@ async fn exchange_inner(
     }
     session.respect_keepalive();
     if let Some(stream) = session.reuse().await {
-        connector.release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE));
+        pool.put(stream);
     }
     Ok(UpstreamAnswer {
         header,

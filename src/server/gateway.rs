@@ -386,6 +386,7 @@ async fn deliver(
     let t = Instant::now();
     let result = forward::exchange(
         &shared.connector,
+        &state.pool,
         &state.peer,
         head,
         body,

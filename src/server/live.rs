@@ -2,6 +2,7 @@
 //! per (re)load instead of once per request — each route's upstream peer and metric handles.
 
 use super::forward;
+use super::pool::Pool;
 use crate::config::{Gateway, Route};
 use crate::metrics::Metrics;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -17,6 +18,7 @@ pub struct Live {
 /// A route's upstream peer and the metric series every forwarded delivery touches.
 pub struct RouteState {
     pub peer: HttpPeer,
+    pub pool: Pool,
     pub forwarded: IntCounter,
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
@@ -32,6 +34,7 @@ impl Live {
                 let name: &str = &r.name;
                 RouteState {
                     peer: forward::peer_for(&r.upstream),
+                    pool: Pool::default(),
                     forwarded: metrics.requests.with_label_values(&[name, "forwarded"]),
                     request_duration: metrics.request_duration.with_label_values(&[name]),
                     upstream_duration: metrics.upstream_duration.with_label_values(&[name]),
@@ -40,6 +43,11 @@ impl Live {
             })
             .collect();
         Self { gateway, routes }
+    }
+
+    /// Every route's state, in file order.
+    pub fn routes(&self) -> &[RouteState] {
+        &self.routes
     }
 
     /// The state of `route`, which must belong to this `Live`'s gateway.

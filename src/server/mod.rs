@@ -6,6 +6,7 @@ mod body;
 pub mod forward;
 mod gateway;
 mod live;
+mod pool;
 mod reload;
 mod tls;
 
@@ -113,6 +114,13 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
         reload::Reloader {
             shared: shared.clone(),
             file: config.source.clone(),
+        },
+    ));
+
+    server.add_service(background_service(
+        "upstream pool sweep",
+        pool::Sweeper {
+            shared: shared.clone(),
         },
     ));
 
