@@ -65,12 +65,9 @@ where
         // `log.*` fields.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        write!(
-            writer,
-            "{{\"timestamp\":\"{}\",\"level\":\"{}\"",
-            humantime::format_rfc3339_micros(SystemTime::now()),
-            meta.level()
-        )?;
+        writer.write_str("{\"timestamp\":\"")?;
+        timestamp(&mut writer, SystemTime::now())?;
+        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
         let mut fields = JsonFields {
             out: &mut writer,
             result: Ok(()),
@@ -125,7 +122,11 @@ impl<W: fmt::Write> Visit for JsonFields<'_, W> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |o| string(o, format_args!("{value}")));
+        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.field(field, |o| write!(o, "\"{value}\""));
+        } else {
+            self.field(field, |o| string(o, format_args!("{value}")));
+        }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -135,6 +136,27 @@ impl<W: fmt::Write> Visit for JsonFields<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.field(field, |o| string(o, format_args!("{value:?}")));
     }
+}
+
+/// RFC 3339 UTC with microseconds, like `2026-11-28T16:38:22.391384Z`. The part up to the
+/// second is formatted once per second and thread.
+fn timestamp(out: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+    use std::cell::RefCell;
+    use std::time::UNIX_EPOCH;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            let whole = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            *text = humantime::format_rfc3339_seconds(whole).to_string();
+            text.pop(); // the trailing `Z`
+            *cached = secs;
+        }
+        write!(out, "{text}.{:06}Z", since.subsec_micros())
+    })
 }
 
 /// Writes `value` as a JSON string, escaping as it goes.
@@ -173,6 +195,7 @@ fn string(out: &mut impl fmt::Write, value: fmt::Arguments<'_>) -> fmt::Result {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -239,5 +262,19 @@ mod tests {
         assert_eq!(e["debug"], "[\"x\"]");
         let ts = e["timestamp"].as_str().unwrap();
         assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+    }
+
+    #[test]
+    fn timestamps_have_microseconds_and_follow_the_clock() {
+        let at = |secs: u64, micros: u64| {
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+            let mut out = String::new();
+            timestamp(&mut out, t).unwrap();
+            out
+        };
+        assert_eq!(at(1_795_883_902, 391_384), "2026-11-28T16:38:22.391384Z");
+        assert_eq!(at(1_795_883_902, 7), "2026-11-28T16:38:22.000007Z");
+        assert_eq!(at(1_795_883_903, 0), "2026-11-28T16:38:23.000000Z");
+        assert_eq!(at(0, 1), "1970-01-01T00:00:00.000001Z");
     }
 }

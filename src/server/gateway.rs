@@ -360,7 +360,7 @@ impl GatewayApp {
         }
         tracing::info!(
             target: "hookgate::request",
-            request_id = %record.request_id,
+            request_id = record.request_id.as_str(),
             route,
             client = %ClientAddr(record.client),
             outcome = record.outcome,
