@@ -28,7 +28,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// of a connection reset.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
-/// What every request shares: the current config, the store, metrics and the upstream pool.
+/// What every request shares: the current config, the store, metrics and the connector that
+/// opens new upstream connections (each route keeps its own idle ones, `super::pool`).
 pub struct Shared {
     pub live: ArcSwap<Live>,
     pub store: Arc<dyn Store>,
