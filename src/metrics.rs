@@ -17,11 +17,27 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
     pub dedupe_skipped: IntCounterVec,
-    /// `store_duration` for claim, complete and release, looked up once.
+    /// `store_duration` per `StoreOp`, looked up once.
     store_ops: [Histogram; 3],
 }
 
-const STORE_OPS: [&str; 3] = ["claim", "complete", "release"];
+/// The idempotency store's operations, as the `operation` label names them.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreOp {
+    Claim,
+    Complete,
+    Release,
+}
+
+impl StoreOp {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Claim => "claim",
+            Self::Complete => "complete",
+            Self::Release => "release",
+        }
+    }
+}
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -98,7 +114,8 @@ impl Metrics {
             "Deliveries forwarded without dedupe because the store failed and on_error is allow.",
             &["route"],
         );
-        let store_ops = STORE_OPS.map(|op| store_duration.with_label_values(&[op]));
+        let store_ops = [StoreOp::Claim, StoreOp::Complete, StoreOp::Release]
+            .map(|op| store_duration.with_label_values(&[op.label()]));
         Self {
             store_ops,
             registry,
@@ -114,10 +131,9 @@ impl Metrics {
         }
     }
 
-    /// The store round-trip histogram of `op` (`claim`, `complete` or `release`).
-    pub fn store_op(&self, op: &str) -> &Histogram {
-        let i = STORE_OPS.iter().position(|o| *o == op).unwrap_or(0);
-        &self.store_ops[i]
+    /// The store round-trip histogram of `op`.
+    pub fn store_op(&self, op: StoreOp) -> &Histogram {
+        &self.store_ops[op as usize]
     }
 
     /// The Prometheus text exposition of every metric.

@@ -172,8 +172,7 @@ pub fn compile(
                 format!("route name {:?} is used twice", r.name),
             );
         }
-        if let Some(mut route) = route(&mut cx, &at, r) {
-            route.index = route_order.len();
+        if let Some(route) = route(&mut cx, &at, i, r) {
             let route = Arc::new(route);
             if routes.insert(route.path.clone(), route.clone()).is_some() {
                 cx.err(
@@ -281,7 +280,9 @@ fn store(cx: &mut Ctx<'_>, raw: Option<&RawStore>) -> StoreSettings {
     }
 }
 
-fn route(cx: &mut Ctx<'_>, at: &str, r: &RawRoute) -> Option<Route> {
+/// The route at position `index` of the file (a config compiles only when every route does, so
+/// it is also the position in `route_order`).
+fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route> {
     let before = cx.problems.len();
     if r.name.is_empty()
         || !r
@@ -347,7 +348,7 @@ fn route(cx: &mut Ctx<'_>, at: &str, r: &RawRoute) -> Option<Route> {
         return None;
     }
     Some(Route {
-        index: 0,
+        index,
         name: Arc::from(r.name.as_str()),
         path,
         upstream: upstream?,

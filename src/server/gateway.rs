@@ -8,7 +8,7 @@
 use super::live::{Live, RouteState};
 use super::{body, forward};
 use crate::config::{OnError, Route};
-use crate::metrics::{status_class, Metrics};
+use crate::metrics::{status_class, Metrics, StoreOp};
 use crate::pipeline::{self, DeliveryKey, Head};
 use crate::rejection::{Answer, Rejection};
 use crate::store::{Claim, ClaimToken, Store};
@@ -243,7 +243,7 @@ impl GatewayApp {
                     forward::relay_header(answer.header, answer.body.len(), &record.request_id);
                 // Counted and logged before the answer leaves, so a sender that then reads
                 // /metrics sees its own delivery.
-                self.finish(record, Some(state), started);
+                self.finish(&record, Some(state), started);
                 let ok = write(session, header, answer.body).await;
                 if ok {
                     Ended::Complete
@@ -276,7 +276,7 @@ impl GatewayApp {
         let result = shared.store.claim(key, lease).await;
         shared
             .metrics
-            .store_op("claim")
+            .store_op(StoreOp::Claim)
             .observe(t.elapsed().as_secs_f64());
         match result {
             Ok(Claim::Claimed(token)) => Ok(Some(token)),
@@ -290,7 +290,7 @@ impl GatewayApp {
                 shared
                     .metrics
                     .store_errors
-                    .with_label_values(&["claim"])
+                    .with_label_values(&[StoreOp::Claim.label()])
                     .inc();
                 tracing::warn!(route = %route.name, error = %e, "idempotency store failed");
                 match shared.on_error {
@@ -319,15 +319,14 @@ impl GatewayApp {
     ) {
         record.status = answer.status();
         record.outcome = answer.outcome();
-        let request_id = record.request_id.clone();
-        self.finish(record, state, started);
+        self.finish(&record, state, started);
         let body = Bytes::from(answer.body());
         let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else {
             return;
         };
         let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
         let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-        let _ = header.insert_header("X-Request-Id", request_id.as_str());
+        let _ = header.insert_header("X-Request-Id", record.request_id.as_str());
         for (name, value) in answer.headers() {
             let _ = header.insert_header(name, value);
         }
@@ -338,13 +337,13 @@ impl GatewayApp {
     fn gone(&self, mut record: Record, state: &RouteState, started: Instant) -> Ended {
         record.outcome = "client_closed";
         record.status = 499;
-        self.finish(record, Some(state), started);
+        self.finish(&record, Some(state), started);
         Ended::Close
     }
 
     /// The metrics and the one structured log event of a request.
     /// `state` is the matched route's, `None` when no route matched.
-    fn finish(&self, record: Record, state: Option<&RouteState>, started: Instant) {
+    fn finish(&self, record: &Record, state: Option<&RouteState>, started: Instant) {
         let m = &self.shared.metrics;
         let route = record.route.as_deref().unwrap_or("-");
         let elapsed = started.elapsed();
@@ -412,14 +411,17 @@ async fn deliver(
                 .idempotency
                 .as_ref()
                 .map_or(Duration::from_secs(86400), |i| i.ttl);
-            ("complete", shared.store.complete(&key, token, ttl).await)
+            (
+                StoreOp::Complete,
+                shared.store.complete(&key, token, ttl).await,
+            )
         } else {
-            ("release", shared.store.release(&key, token).await)
+            (StoreOp::Release, shared.store.release(&key, token).await)
         };
         m.store_op(op).observe(t.elapsed().as_secs_f64());
         if let Err(e) = outcome {
-            m.store_errors.with_label_values(&[op]).inc();
-            tracing::warn!(route = %route.name, operation = op, error = %e, "idempotency store failed");
+            m.store_errors.with_label_values(&[op.label()]).inc();
+            tracing::warn!(route = %route.name, operation = op.label(), error = %e, "idempotency store failed");
         }
     }
     result

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 /// How long an idle connection is kept (nginx's `keepalive_timeout` default is 60 s too).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per route; more than this are closed when returned.
 const MAX_IDLE: usize = 512;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -36,13 +36,20 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Not idle too long, and not closed or written to by the app.
+    fn usable(&mut self) -> bool {
+        self.since.elapsed() < IDLE_TIMEOUT && quiet(&mut self.stream)
+    }
+}
+
 impl Pool {
     /// A live idle connection, if there is one.
     pub fn take(&self) -> Option<Stream> {
         loop {
-            let Idle { mut stream, since } = self.lock().pop()?;
-            if since.elapsed() < IDLE_TIMEOUT && quiet(&mut stream) {
-                return Some(stream);
+            let mut idle = self.lock().pop()?;
+            if idle.usable() {
+                return Some(idle.stream);
             }
         }
     }
@@ -61,7 +68,7 @@ impl Pool {
     /// Closes idle connections that timed out or that the app closed.
     pub fn sweep(&self) {
         let mut idle = self.lock();
-        idle.retain_mut(|i| i.since.elapsed() < IDLE_TIMEOUT && quiet(&mut i.stream));
+        idle.retain_mut(Idle::usable);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
@@ -160,11 +167,13 @@ mod tests {
         let pool = Pool::default();
         let (closed, app_closed) = connection().await;
         let (fine, _app_fine) = connection().await;
+        let fine_id = fine.id();
         pool.put(closed);
         pool.put(fine);
         drop(app_closed);
         settle().await;
         pool.sweep();
         assert_eq!(pool.lock().len(), 1);
+        assert_eq!(pool.lock()[0].stream.id(), fine_id);
     }
 }

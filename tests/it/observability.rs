@@ -97,7 +97,8 @@ async fn metrics_count_a_known_mix() {
     );
 
     // One structured event per request, with no secret, signature or body in it.
-    // The answer goes out just before its log line is written: poll briefly.
+    // Each event is written before its answer leaves; the poll only absorbs the log file's
+    // buffering.
     let request_events = || {
         gw.log()
             .lines()
