@@ -160,3 +160,22 @@ pub fn status_class(status: u16) -> &'static str {
         _ => "5xx",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_store_operation_lands_in_its_own_series() {
+        let m = Metrics::new();
+        m.store_op(StoreOp::Complete).observe(0.001);
+        m.store_op(StoreOp::Complete).observe(0.001);
+        m.store_op(StoreOp::Release).observe(0.001);
+        let text = String::from_utf8(m.render()).unwrap();
+        for (op, count) in [("claim", 0), ("complete", 2), ("release", 1)] {
+            let line =
+                format!("hookgate_store_duration_seconds_count{{operation=\"{op}\"}} {count}\n");
+            assert!(text.contains(&line), "{line} not in:\n{text}");
+        }
+    }
+}
