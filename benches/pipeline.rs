@@ -120,8 +120,10 @@ fn memory_store(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let key = pipeline::DeliveryKey {
-                route: route.clone(),
+                scope: route.clone(),
                 id: i,
+                lease: Duration::from_secs(60),
+                ttl: Duration::from_secs(86400),
             };
             rt.block_on(async {
                 let hookgate::store::Claim::Claimed(t) =

@@ -35,7 +35,9 @@ fn main() {
             // Spread ids like real SHA-256-derived ones.
             let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
             let key = DeliveryKey {
-                route: route.clone(),
+                scope: route.clone(),
+                lease: Duration::from_secs(60),
+                ttl: Duration::from_secs(86400),
                 id,
             };
             if let Claim::Claimed(t) = store.claim(&key, Duration::from_secs(60)).await.unwrap() {

@@ -1,8 +1,10 @@
-//! The command line (PRODUCT.md §1): `run`, `check`, `sign`, `send`.
+//! The command line (PRODUCT.md §1): `run`, `check`, `sign`, `send`, `deliveries`.
+
+mod deliveries;
+mod http;
 
 use crate::config::{self, Config, ListenerTls};
 use crate::logging::{self, LogFormat};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,8 @@ pub enum Command {
         #[arg(default_value = "-")]
         body: String,
     },
+    /// The delivery log of queue routes, through the admin API (token from HOOKGATE_ADMIN_TOKEN).
+    Deliveries(deliveries::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -139,7 +143,7 @@ pub fn main() -> i32 {
                 let body = read_body(&body).map_err(Some)?;
                 let headers = signed_headers(&c, &route, key.as_deref(), &body).map_err(Some)?;
                 let insecure = insecure || serves_self_signed(&c);
-                send(&url, headers, body, insecure).map_err(Some)
+                http::request("POST", &url, headers, body, insecure).map_err(Some)
             });
             match result {
                 Ok((status, body)) => {
@@ -154,6 +158,7 @@ pub fn main() -> i32 {
                 Err(None) => 1,
             }
         }
+        Command::Deliveries(args) => deliveries::run(args),
     }
 }
 
@@ -203,94 +208,3 @@ fn serves_self_signed(c: &Config) -> bool {
         .any(|l| matches!(l.tls, Some(ListenerTls::SelfSigned)))
 }
 
-/// POSTs `body` with `headers` to `url` over Pingora's client; returns status and body.
-fn send(
-    url: &str,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    insecure: bool,
-) -> Result<(u16, Bytes), String> {
-    use pingora_core::connectors::http::v1::Connector;
-    use pingora_core::connectors::ConnectorOptions;
-    use pingora_core::upstreams::peer::HttpPeer;
-    use std::net::ToSocketAddrs;
-
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err("the URL must start with http:// or https://".into()),
-    };
-    let host = uri
-        .host()
-        .ok_or("the URL has no host")?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
-    let mut peer = HttpPeer::new(addr, tls, host.clone());
-    if insecure {
-        peer.options.verify_cert = false;
-        peer.options.verify_hostname = false;
-    }
-    let mut options = ConnectorOptions::new(1);
-    for ca in [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-    ] {
-        if Path::new(ca).is_file() {
-            options.ca_file = Some(ca.to_string());
-            break;
-        }
-    }
-    let mut req = pingora_http::RequestHeader::build(
-        "POST",
-        uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
-    let set = |req: &mut pingora_http::RequestHeader, n: String, v: String| {
-        req.insert_header(n, v).map_err(|e| e.to_string())
-    };
-    set(&mut req, "Host".into(), authority)?;
-    set(&mut req, "Content-Type".into(), "application/json".into())?;
-    set(&mut req, "Content-Length".into(), body.len().to_string())?;
-    set(
-        &mut req,
-        "User-Agent".into(),
-        format!("hookgate-send/{}", env!("CARGO_PKG_VERSION")),
-    )?;
-    for (n, v) in headers {
-        set(&mut req, n, v)?;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async move {
-        let connector = Connector::new(Some(options));
-        let (mut s, _) = connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| format!("connecting to {url}: {e}"))?;
-        s.write_request_header(Box::new(req))
-            .await
-            .map_err(|e| e.to_string())?;
-        s.write_body(&body).await.map_err(|e| e.to_string())?;
-        s.finish_body().await.map_err(|e| e.to_string())?;
-        s.read_response()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        let status = s.resp_header().map_or(0, |h| h.status.as_u16());
-        let mut out = Vec::new();
-        while let Some(chunk) = s.read_body_bytes().await.map_err(|e| e.to_string())? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok((status, Bytes::from(out)))
-    })
-}

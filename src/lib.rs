@@ -1,9 +1,11 @@
 //! hookgate: a webhook gateway on Pingora that admits only clean deliveries.
 //!
 //! The request's path, in order: `pipeline` (route → method → address → transport → size →
-//! signature → parse → schema → events → idempotency key), then `store` (claim), then
-//! `server::forward` (exact bytes upstream). `config` compiles the YAML once; `server` is the
-//! only module that knows Pingora.
+//! signature present → signature → parse → schema → events → idempotency key), then either
+//! `store` (claim) and `server::forward` (exact bytes upstream), or, on queue routes, one durable
+//! write to the store's queue and background delivery with `schedule`'s retries. `config`
+//! compiles the YAML once; `server` (and the `cli`'s `send`, which reuses its connector) are
+//! the modules that know Pingora.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -12,6 +14,8 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod rejection;
+pub mod schedule;
 pub mod server;
 pub mod signature;
 pub mod store;
+pub mod trace;

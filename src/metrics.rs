@@ -17,8 +17,15 @@ pub struct Metrics {
     pub store_duration: HistogramVec,
     pub store_errors: IntCounterVec,
     pub dedupe_skipped: IntCounterVec,
+    pub idempotency_evictions: IntCounterVec,
+    pub queue_deliveries: IntGaugeVec,
+    pub queue_oldest_pending: prometheus::GaugeVec,
+    pub delivery_attempts: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub delivery_lag: HistogramVec,
+    pub bad_requests: prometheus::IntCounter,
     /// `store_duration` per `StoreOp`, looked up once.
-    store_ops: [Histogram; 3],
+    store_ops: [Histogram; 4],
 }
 
 /// The idempotency store's operations, as the `operation` label names them.
@@ -27,6 +34,7 @@ pub enum StoreOp {
     Claim,
     Complete,
     Release,
+    Enqueue,
 }
 
 impl StoreOp {
@@ -35,6 +43,7 @@ impl StoreOp {
             Self::Claim => "claim",
             Self::Complete => "complete",
             Self::Release => "release",
+            Self::Enqueue => "enqueue",
         }
     }
 }
@@ -114,8 +123,67 @@ impl Metrics {
             "Deliveries forwarded without dedupe because the store failed and on_error is allow.",
             &["route"],
         );
-        let store_ops = [StoreOp::Claim, StoreOp::Complete, StoreOp::Release]
-            .map(|op| store_duration.with_label_values(&[op.label()]));
+        let store_ops = [
+            StoreOp::Claim,
+            StoreOp::Complete,
+            StoreOp::Release,
+            StoreOp::Enqueue,
+        ]
+        .map(|op| store_duration.with_label_values(&[op.label()]));
+        let idempotency_evictions = counter(
+            "hookgate_idempotency_evictions_total",
+            "Delivered keys the memory store forgot before their ttl to stay within max_keys.",
+            &["route"],
+        );
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            registry
+                .register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+            g
+        };
+        let queue_deliveries = gauge(
+            "hookgate_queue_deliveries",
+            "Queued deliveries per destination that are pending or dead.",
+            &["route", "destination", "state"],
+        );
+        let queue_oldest_pending = prometheus::GaugeVec::new(
+            Opts::new(
+                "hookgate_queue_oldest_pending_seconds",
+                "Age of the oldest delivery still pending for a destination (0 when none).",
+            ),
+            &["route", "destination"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(queue_oldest_pending.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let delivery_attempts = counter(
+            "hookgate_delivery_attempts_total",
+            "Queued delivery attempts by result: the app's status class, timeout or unavailable.",
+            &["route", "destination", "result"],
+        );
+        let deliveries = counter(
+            "hookgate_deliveries_total",
+            "Queued deliveries that reached a destination or went dead there.",
+            &["route", "destination", "outcome"],
+        );
+        let delivery_lag = HistogramVec::new(
+            HistogramOpts::new(
+                "hookgate_delivery_lag_seconds",
+                "Time from acceptance to delivery at a destination.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+            ]),
+            &["route", "destination"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(delivery_lag.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let bad_requests = requests.with_label_values(&["-", "bad_request"]);
         Self {
             store_ops,
             registry,
@@ -128,6 +196,13 @@ impl Metrics {
             store_duration,
             store_errors,
             dedupe_skipped,
+            idempotency_evictions,
+            queue_deliveries,
+            queue_oldest_pending,
+            delivery_attempts,
+            deliveries,
+            delivery_lag,
+            bad_requests,
         }
     }
 

@@ -13,11 +13,13 @@ pub struct Violation {
 /// Why a delivery was refused. [`Rejection::describe`] is the §3 table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
+    BadRequest,
     RouteNotFound,
     MethodNotAllowed,
     IpNotAllowed,
     HttpsRequired,
     PayloadTooLarge,
+    Overloaded,
     RequestTimeout,
     Signature(SignatureError),
     InvalidJson,
@@ -26,6 +28,7 @@ pub enum Rejection {
     IdempotencyKeyMissing,
     DeliveryInProgress { retry_after: Duration },
     StoreUnavailable,
+    QueueFull,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -36,6 +39,11 @@ impl Rejection {
         use Rejection::*;
         use SignatureError::*;
         match self {
+            BadRequest => (
+                400,
+                "bad_request",
+                "The request is not well-formed HTTP (framing, Content-Length, Transfer-Encoding, Host or head size).",
+            ),
             RouteNotFound => (
                 404,
                 "route_not_found",
@@ -61,10 +69,15 @@ impl Rejection {
                 "payload_too_large",
                 "The request body exceeds this route's max_body.",
             ),
+            Overloaded => (
+                503,
+                "overloaded",
+                "The gateway holds as many request bodies as it may; retry later.",
+            ),
             RequestTimeout => (
                 408,
                 "request_timeout",
-                "The request body did not arrive within the client timeout.",
+                "The whole request did not arrive within the client timeout.",
             ),
             Signature(Missing) => (
                 401,
@@ -105,7 +118,12 @@ impl Rejection {
             StoreUnavailable => (
                 503,
                 "store_unavailable",
-                "The idempotency store is unavailable; retry later.",
+                "The store is unavailable; retry later.",
+            ),
+            QueueFull => (
+                503,
+                "queue_full",
+                "This route holds as many undelivered deliveries as it may; retry later.",
             ),
             UpstreamUnavailable => (
                 502,
@@ -129,6 +147,8 @@ impl Rejection {
         match self {
             Rejection::DeliveryInProgress { retry_after } => Some(retry_after.as_secs().max(1)),
             Rejection::StoreUnavailable => Some(5),
+            Rejection::Overloaded => Some(1),
+            Rejection::QueueFull => Some(30),
             _ => None,
         }
     }
@@ -152,6 +172,8 @@ pub enum Answer {
     Ignored,
     /// The key was already delivered: 200 + `Idempotent-Replayed: true`.
     AlreadyProcessed,
+    /// Stored durably for background delivery (queue routes).
+    Queued { delivery_id: String },
 }
 
 impl From<Rejection> for Answer {
@@ -164,7 +186,7 @@ impl Answer {
     pub fn status(&self) -> u16 {
         match self {
             Answer::Reject(r) => r.describe().0,
-            Answer::Ignored | Answer::AlreadyProcessed => 200,
+            Answer::Ignored | Answer::AlreadyProcessed | Answer::Queued { .. } => 200,
         }
     }
 
@@ -174,6 +196,7 @@ impl Answer {
             Answer::Reject(r) => r.code(),
             Answer::Ignored => "ignored",
             Answer::AlreadyProcessed => "duplicate",
+            Answer::Queued { .. } => "queued",
         }
     }
 
@@ -182,6 +205,10 @@ impl Answer {
             Answer::Reject(r) => r.body(),
             Answer::Ignored => br#"{"status":"ignored"}"#.to_vec(),
             Answer::AlreadyProcessed => br#"{"status":"already_processed"}"#.to_vec(),
+            Answer::Queued { delivery_id } => serde_json::to_vec(
+                &serde_json::json!({ "status": "queued", "delivery_id": delivery_id }),
+            )
+            .unwrap_or_default(),
         }
     }
 
@@ -195,7 +222,7 @@ impl Answer {
                 .into_iter()
                 .collect(),
             Answer::AlreadyProcessed => vec![("Idempotent-Replayed", "true".into())],
-            Answer::Ignored => vec![],
+            Answer::Ignored | Answer::Queued { .. } => vec![],
         }
     }
 }

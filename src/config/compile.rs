@@ -19,6 +19,14 @@ const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_LEASE_MARGIN: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
 const DEFAULT_MAX_KEYS: u64 = 1_000_000;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_MAX_INFLIGHT_BODY: u64 = 256 << 20;
+const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_RETRY: &[u64] = &[30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800];
+const DEFAULT_JITTER: f64 = 0.10;
+const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
+const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86400);
 
 /// Collects problems while compiling; every helper records and carries on, so one run reports all.
 struct Ctx<'a> {
@@ -41,6 +49,33 @@ impl Ctx<'_> {
             Ok(s) => s,
             Err(e) => {
                 self.err(path, e);
+                String::new()
+            }
+        }
+    }
+
+    /// A secret written `file:PATH`: the file's text, one trailing newline dropped. Its content
+    /// never appears in a message.
+    fn secret_file(&mut self, field: &str, path: &str) -> String {
+        let file = self.resolve(path);
+        match std::fs::read_to_string(&file) {
+            Ok(mut text) => {
+                if text.ends_with('\n') {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
+                if text.is_empty() {
+                    self.err(field, format!("secret file {} is empty", file.display()));
+                }
+                text
+            }
+            Err(e) => {
+                self.err(
+                    field,
+                    format!("cannot read secret file {}: {e}", file.display()),
+                );
                 String::new()
             }
         }
@@ -130,8 +165,24 @@ pub fn compile(
         })
         .unwrap_or_else(|| PathBuf::from("/tmp/hookgate-upgrade.sock"));
 
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        cx.err("max_connections", "must be at least 1");
+    }
+    let max_inflight_body = raw
+        .max_inflight_body
+        .map_or(DEFAULT_MAX_INFLIGHT_BODY, |s| s.0);
+    if max_inflight_body == 0 {
+        cx.err("max_inflight_body", "must be at least 1 byte");
+    }
+    let max_inflight_body = usize::try_from(max_inflight_body).unwrap_or(usize::MAX);
+
     let admin = raw.admin.as_ref().and_then(|a| {
         let addr = cx.expand("admin.addr", &a.addr);
+        let token = a.token.as_deref().map(|t| cx.expand("admin.token", t));
+        if token.as_deref() == Some("") {
+            cx.err("admin.token", "the token is empty");
+        }
         let parsed = addr.parse::<SocketAddr>().ok();
         if parsed.is_none() {
             cx.err(
@@ -139,7 +190,7 @@ pub fn compile(
                 format!("{addr:?} is not host:port (e.g. 127.0.0.1:9090)"),
             );
         }
-        parsed
+        parsed.map(|addr| AdminSettings { addr, token })
     });
 
     let trusted_proxies = raw
@@ -184,6 +235,26 @@ pub fn compile(
         }
     }
 
+    let queued = route_order
+        .iter()
+        .find(|r| matches!(r.mode, Mode::Queue(_)));
+    if let Some(r) = queued {
+        if !store.url.is_durable() {
+            cx.err(
+                format!("routes[{}].mode", r.name),
+                "a queue route needs a durable store: store.url file:PATH or postgres://...",
+            );
+        }
+        if let Some(a) = &admin {
+            if a.token.is_none() && !a.addr.ip().is_loopback() {
+                cx.err(
+                    "admin.token",
+                    "required when admin.addr is not loopback and a route is in queue mode (/api serves delivery bodies)",
+                );
+            }
+        }
+    }
+
     if !cx.problems.is_empty() {
         return Err(cx.problems);
     }
@@ -193,6 +264,8 @@ pub fn compile(
         threads,
         grace_period,
         upgrade_socket,
+        max_connections,
+        max_inflight_body,
         admin,
         store,
         gateway: Arc::new(Gateway {
@@ -256,13 +329,23 @@ fn store(cx: &mut Ctx<'_>, raw: Option<&RawStore>) -> StoreSettings {
         .map_or_else(|| "memory".to_string(), |u| cx.expand("store.url", u));
     let url = if url_text == "memory" {
         StoreUrl::Memory
+    } else if let Some(path) = url_text.strip_prefix("file:") {
+        if path.is_empty() {
+            cx.err("store.url", "file: needs a path, e.g. file:/var/lib/hookgate/state.db");
+        }
+        StoreUrl::File(cx.resolve(path))
+    } else if url_text.starts_with("postgres://") || url_text.starts_with("postgresql://") {
+        StoreUrl::Postgres(url_text)
     } else if url_text.starts_with("redis://") || url_text.starts_with("rediss://") {
         if let Err(e) = redis::Client::open(url_text.as_str()) {
             cx.err("store.url", format!("not a valid Redis URL: {e}"));
         }
         StoreUrl::Redis(url_text)
     } else {
-        cx.err("store.url", "expected \"memory\" or redis://host:port/db");
+        cx.err(
+            "store.url",
+            "expected \"memory\", file:PATH, redis://host:port/db or postgres://user@host/db",
+        );
         StoreUrl::Memory
     };
     let max_keys = raw.and_then(|s| s.max_keys).unwrap_or(DEFAULT_MAX_KEYS);
@@ -284,12 +367,7 @@ fn store(cx: &mut Ctx<'_>, raw: Option<&RawStore>) -> StoreSettings {
 /// it is also the position in `route_order`).
 fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route> {
     let before = cx.problems.len();
-    if r.name.is_empty()
-        || !r
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !valid_name(&r.name) {
         cx.err(
             format!("{at}.name"),
             "a route name is letters, digits, '-', '_' or '.'",
@@ -302,11 +380,11 @@ fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route
             "an exact path starting with / and without a query",
         );
     }
-    let upstream = upstream(cx, &format!("{at}.upstream"), &r.upstream);
     let upstream_timeout = r.upstream_timeout.map_or(DEFAULT_UPSTREAM_TIMEOUT, |d| d.0);
     if upstream_timeout.is_zero() {
         cx.err(format!("{at}.upstream_timeout"), "must be more than 0");
     }
+    let mode = mode(cx, at, r, upstream_timeout);
     let allow_ips = r.allow_ips.as_ref().map(|ips| {
         if ips.is_empty() {
             cx.err(
@@ -339,10 +417,23 @@ fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route
         .events
         .as_ref()
         .and_then(|e| events(cx, &format!("{at}.events"), e));
-    let idempotency = r
-        .idempotency
-        .as_ref()
-        .and_then(|i| idempotency(cx, &format!("{at}.idempotency"), i, upstream_timeout));
+    let idempotency = r.idempotency.as_ref().and_then(|i| {
+        idempotency(
+            cx,
+            &format!("{at}.idempotency"),
+            i,
+            &r.name,
+            upstream_timeout,
+        )
+    });
+    if let (Some(Mode::Queue(q)), None) = (&mode, &events) {
+        if let Some(d) = q.destinations.iter().find(|d| d.events.is_some()) {
+            cx.err(
+                format!("{at}.upstreams[{}].events", d.name),
+                "filtering a destination by event needs the route's events.pointer",
+            );
+        }
+    }
 
     if cx.problems.len() > before {
         return None;
@@ -351,8 +442,7 @@ fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route
         index,
         name: Arc::from(r.name.as_str()),
         path,
-        upstream: upstream?,
-        upstream_timeout,
+        mode: mode?,
         https_only: r.https_only.unwrap_or(true),
         allow_ips,
         max_body,
@@ -361,6 +451,169 @@ fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route
         events,
         idempotency,
     })
+}
+
+/// `forward` with its `upstream`, or `queue` with its `upstreams` and `delivery` policy.
+fn mode(cx: &mut Ctx<'_>, at: &str, r: &RawRoute, upstream_timeout: Duration) -> Option<Mode> {
+    match r.mode.unwrap_or(RawMode::Forward) {
+        RawMode::Forward => {
+            for (field, set) in [
+                ("upstreams", r.upstreams.is_some()),
+                ("delivery", r.delivery.is_some()),
+            ] {
+                if set {
+                    cx.err(format!("{at}.{field}"), "only a queue route (mode: queue) has this");
+                }
+            }
+            let Some(text) = &r.upstream else {
+                cx.err(format!("{at}.upstream"), "a forward route needs an upstream URL");
+                return None;
+            };
+            let upstream = upstream(cx, &format!("{at}.upstream"), text)?;
+            Some(Mode::Forward {
+                upstream,
+                timeout: upstream_timeout,
+            })
+        }
+        RawMode::Queue => {
+            if r.upstream.is_some() {
+                cx.err(
+                    format!("{at}.upstream"),
+                    "a queue route lists its destinations under upstreams (name, url)",
+                );
+            }
+            let raw_destinations = r.upstreams.as_deref().unwrap_or_default();
+            if raw_destinations.is_empty() {
+                cx.err(
+                    format!("{at}.upstreams"),
+                    "a queue route needs at least one destination (name, url)",
+                );
+            }
+            let mut destinations = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (i, d) in raw_destinations.iter().enumerate() {
+                let dat = format!("{at}.upstreams[{i}]");
+                if !valid_name(&d.name) {
+                    cx.err(
+                        format!("{dat}.name"),
+                        "a destination name is letters, digits, '-', '_' or '.'",
+                    );
+                }
+                if !seen.insert(d.name.as_str()) {
+                    cx.err(
+                        format!("{dat}.name"),
+                        format!("destination name {:?} is used twice", d.name),
+                    );
+                }
+                if d.events.as_ref().is_some_and(Vec::is_empty) {
+                    cx.err(
+                        format!("{dat}.events"),
+                        "an empty list would send nothing here; omit events to send every event",
+                    );
+                }
+                if let Some(upstream) = upstream(cx, &format!("{dat}.url"), &d.url) {
+                    destinations.push(Destination {
+                        name: Arc::from(d.name.as_str()),
+                        upstream,
+                        events: d.events.clone(),
+                    });
+                }
+            }
+            let policy = delivery_policy(cx, &format!("{at}.delivery"), r.delivery.as_ref());
+            Some(Mode::Queue(Queue {
+                destinations,
+                policy,
+            }))
+        }
+    }
+}
+
+fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> DeliveryPolicy {
+    let timeout = d
+        .and_then(|d| d.timeout)
+        .map_or(DEFAULT_DELIVERY_TIMEOUT, |t| t.0);
+    if timeout.is_zero() {
+        cx.err(format!("{at}.timeout"), "must be more than 0");
+    }
+    let retry = match d.and_then(|d| d.retry.as_ref()) {
+        None => DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match super::units::parse_duration(t) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    cx.err(format!("{at}.retry[{i}]"), e);
+                    None
+                }
+            })
+            .collect(),
+    };
+    let jitter = match d.and_then(|d| d.jitter.as_deref()) {
+        None => DEFAULT_JITTER,
+        Some(text) => match text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+        {
+            Some(p) if (0.0..=100.0).contains(&p) => p / 100.0,
+            _ => {
+                cx.err(
+                    format!("{at}.jitter"),
+                    format!("{text:?} is not a percentage from 0% to 100% (e.g. 10%)"),
+                );
+                DEFAULT_JITTER
+            }
+        },
+    };
+    let max_in_flight = d
+        .and_then(|d| d.max_in_flight)
+        .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if max_in_flight == 0 {
+        cx.err(format!("{at}.max_in_flight"), "must be at least 1");
+    }
+    let rate = d.and_then(|d| d.rate.as_deref()).and_then(|text| {
+        let parsed = text.split_once('/').and_then(|(n, unit)| {
+            let n: f64 = n.trim().parse().ok()?;
+            let per = match unit.trim() {
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return None,
+            };
+            (n > 0.0 && n.is_finite()).then_some(n / per)
+        });
+        if parsed.is_none() {
+            cx.err(
+                format!("{at}.rate"),
+                format!("{text:?} is not a rate like 50/s, 600/m or 1000/h"),
+            );
+        }
+        parsed
+    });
+    let max_queued = d.and_then(|d| d.max_queued).unwrap_or(DEFAULT_MAX_QUEUED);
+    if max_queued == 0 {
+        cx.err(format!("{at}.max_queued"), "must be at least 1");
+    }
+    let retention = d
+        .and_then(|d| d.retention)
+        .map_or(DEFAULT_RETENTION, |t| t.0);
+    DeliveryPolicy {
+        timeout,
+        retry,
+        jitter,
+        max_in_flight,
+        rate,
+        max_queued,
+        retention,
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn upstream(cx: &mut Ctx<'_>, at: &str, text: &str) -> Option<Upstream> {
@@ -417,7 +670,14 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
         .secrets
         .iter()
         .enumerate()
-        .map(|(i, v)| cx.expand(&format!("{at}.secrets[{i}]"), v))
+        .map(|(i, v)| {
+            let field = format!("{at}.secrets[{i}]");
+            let v = cx.expand(&field, v);
+            match v.strip_prefix("file:") {
+                Some(path) => cx.secret_file(&field, path),
+                None => v,
+            }
+        })
         .collect();
     let header = s
         .header
@@ -516,12 +776,10 @@ fn idempotency(
     cx: &mut Ctx<'_>,
     at: &str,
     i: &RawIdempotency,
+    route: &str,
     upstream_timeout: Duration,
 ) -> Option<Idempotency> {
-    let keys = match &i.key {
-        OneOrMany::One(k) => vec![k.clone()],
-        OneOrMany::Many(v) => v.clone(),
-    };
+    let keys = i.key.as_slice();
     if keys.is_empty() {
         cx.err(
             format!("{at}.key"),
@@ -559,5 +817,23 @@ fn idempotency(
             ),
         );
     }
-    Some(Idempotency { parts, ttl, lease })
+    let scope = match &i.scope {
+        None => route.to_string(),
+        Some(s) => {
+            let s = cx.expand(&format!("{at}.scope"), s);
+            if !valid_name(&s) {
+                cx.err(
+                    format!("{at}.scope"),
+                    "a scope is letters, digits, '-', '_' or '.'",
+                );
+            }
+            s
+        }
+    };
+    Some(Idempotency {
+        parts,
+        scope: Arc::from(scope),
+        ttl,
+        lease,
+    })
 }

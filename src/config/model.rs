@@ -16,7 +16,9 @@ pub struct Config {
     pub threads: usize,
     pub grace_period: Duration,
     pub upgrade_socket: PathBuf,
-    pub admin: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub max_inflight_body: usize,
+    pub admin: Option<AdminSettings>,
     pub store: StoreSettings,
     /// The part a SIGHUP reload swaps for new requests.
     pub gateway: Arc<Gateway>,
@@ -32,10 +34,29 @@ pub enum ListenerTls {
     SelfSigned,
 }
 
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub addr: SocketAddr,
+    /// Bearer token for `/api`; without it reads are open and retries refused.
+    pub token: Option<String>,
+}
+
+/// Which engine keeps idempotency keys (and the queue, for the durable ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
+    /// In-process, lost on restart.
     Memory,
+    /// An embedded, durable file (redb).
+    File(PathBuf),
     Redis(String),
+    Postgres(String),
+}
+
+impl StoreUrl {
+    /// Whether the store keeps what it is given across a crash (queue routes need that).
+    pub fn is_durable(&self) -> bool {
+        matches!(self, StoreUrl::File(_) | StoreUrl::Postgres(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -66,8 +87,8 @@ pub struct Route {
     pub index: usize,
     pub name: Arc<str>,
     pub path: String,
-    pub upstream: Upstream,
-    pub upstream_timeout: Duration,
+    /// Where a clean delivery goes.
+    pub mode: Mode,
     pub https_only: bool,
     pub allow_ips: Option<super::NetSet>,
     pub max_body: usize,
@@ -86,6 +107,47 @@ impl Route {
                 .idempotency
                 .as_ref()
                 .is_some_and(|i| i.parts.iter().any(|p| matches!(p, KeyPart::Pointer(_))))
+    }
+}
+
+/// How a route hands on a clean delivery.
+pub enum Mode {
+    /// Proxy it to the app now and relay the app's answer.
+    Forward { upstream: Upstream, timeout: Duration },
+    /// Store it durably, answer `queued`, deliver in the background.
+    Queue(Queue),
+}
+
+pub struct Queue {
+    pub destinations: Vec<Destination>,
+    pub policy: DeliveryPolicy,
+}
+
+pub struct Destination {
+    pub name: Arc<str>,
+    pub upstream: Upstream,
+    /// Only these events go here; `None`: every event.
+    pub events: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    pub timeout: Duration,
+    /// The wait before each retry; the attempt after the last one's failure is final.
+    pub retry: Vec<Duration>,
+    /// Each wait moves by up to this fraction either way.
+    pub jitter: f64,
+    pub max_in_flight: usize,
+    /// Attempts started per second, per destination.
+    pub rate: Option<f64>,
+    pub max_queued: u64,
+    pub retention: Duration,
+}
+
+impl DeliveryPolicy {
+    /// An attempt in progress is taken up again after this (a crash mid-attempt).
+    pub fn lease(&self) -> Duration {
+        self.timeout + Duration::from_secs(30)
     }
 }
 
@@ -109,6 +171,8 @@ pub struct Events {
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     pub parts: Vec<KeyPart>,
+    /// The route's name, or the scope routes share keys in.
+    pub scope: Arc<str>,
     pub ttl: Duration,
     pub lease: Duration,
 }
@@ -122,11 +186,18 @@ pub enum KeyPart {
 impl std::fmt::Display for Route {
     /// One line per route, as `hookgate check` prints it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: POST {} -> {}",
-            self.name, self.path, self.upstream.url
-        )?;
+        match &self.mode {
+            Mode::Forward { upstream, .. } => {
+                write!(f, "{}: POST {} -> {}", self.name, self.path, upstream.url)?
+            }
+            Mode::Queue(q) => {
+                write!(f, "{}: POST {} -> queue ->", self.name, self.path)?;
+                for (i, d) in q.destinations.iter().enumerate() {
+                    let sep = if i == 0 { " " } else { ", " };
+                    write!(f, "{sep}{}={}", d.name, d.upstream.url)?;
+                }
+            }
+        }
         write!(
             f,
             " signature={}",

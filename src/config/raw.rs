@@ -16,6 +16,10 @@ pub struct RawConfig {
     pub grace_period: Option<HumanDuration>,
     /// Unix socket the listening sockets are handed over on `run --upgrade`.
     pub upgrade_socket: Option<String>,
+    /// Open connections per listener (default 10,000); more wait in the kernel's backlog.
+    pub max_connections: Option<usize>,
+    /// Request bodies being read or held at once, in all (default 256MiB); beyond it 503.
+    pub max_inflight_body: Option<ByteSize>,
     /// The admin listener (/metrics, /healthz, /readyz).
     pub admin: Option<RawAdmin>,
     /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (default none).
@@ -52,12 +56,14 @@ pub struct RawTls {
 pub struct RawAdmin {
     /// `host:port` of the admin listener; keep it private.
     pub addr: String,
+    /// Bearer token for the delivery log API (`/api`); required for retries.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    /// `memory` or `redis://host:port/db`.
+    /// `memory`, `file:PATH`, `redis://host:port/db` or `postgres://user@host/db`.
     pub url: Option<String>,
     /// `reject` (503, the sender retries) or `allow` (forward without dedupe) when the store fails.
     pub on_error: Option<OnError>,
@@ -81,8 +87,15 @@ pub struct RawRoute {
     pub name: String,
     /// Exact request path; the query string is ignored for matching.
     pub path: String,
-    /// `http://host:port` or `https://host:port` of the app.
-    pub upstream: String,
+    /// `forward` (default): proxy to `upstream` and relay its answer; `queue`: store, answer,
+    /// deliver to `upstreams` in the background.
+    pub mode: Option<RawMode>,
+    /// `http://host:port` or `https://host:port` of the app (forward routes).
+    pub upstream: Option<String>,
+    /// The destinations of a queue route (fan-out).
+    pub upstreams: Option<Vec<RawDestination>>,
+    /// How a queue route delivers: timeout, retries, limits, retention.
+    pub delivery: Option<RawDelivery>,
     /// Connect + whole exchange with the app (default 30s).
     pub upstream_timeout: Option<HumanDuration>,
     /// Refuse plain HTTP (default true).
@@ -99,6 +112,43 @@ pub struct RawRoute {
     pub events: Option<RawEvents>,
     /// How redeliveries are recognised.
     pub idempotency: Option<RawIdempotency>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    Forward,
+    Queue,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// Unique within the route; in metrics, logs and the delivery log.
+    pub name: String,
+    /// `http://host:port` or `https://host:port` of this app.
+    pub url: String,
+    /// Only these events (the route's `events.pointer`) go here; absent: every event.
+    pub events: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// One attempt's limit (default 30s).
+    pub timeout: Option<HumanDuration>,
+    /// The wait before each retry (default 30s, 2m, 10m, 30m, 1h, 2h, 4h, 8h, 8h).
+    pub retry: Option<Vec<String>>,
+    /// Each wait moves by up to this much either way (default 10%).
+    pub jitter: Option<String>,
+    /// Attempts at once, per destination (default 32).
+    pub max_in_flight: Option<usize>,
+    /// Attempts started per second, per destination, e.g. `50/s` (default unlimited).
+    pub rate: Option<String>,
+    /// Undelivered deliveries per route before new ones get 503 (default 1,000,000).
+    pub max_queued: Option<u64>,
+    /// Delivered and dead deliveries are purged after this (default 7d).
+    pub retention: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +204,8 @@ pub struct RawIdempotency {
     pub ttl: Option<HumanDuration>,
     /// How long an in-flight claim lives (default upstream_timeout + 30s).
     pub lease: Option<HumanDuration>,
+    /// Routes naming the same scope share keys (default: the route's name).
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,9 +216,9 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub fn as_slice(&self) -> &[String] {
         match self {
-            OneOrMany::One(s) => vec![s],
+            OneOrMany::One(s) => std::slice::from_ref(s),
             OneOrMany::Many(v) => v,
         }
     }

@@ -43,7 +43,7 @@ pub struct Admitted<'g> {
     pub client: Client,
 }
 
-/// route → method → client address → transport → declared size.
+/// route → method → client address → transport → declared size → signature present.
 pub fn check_head<'g>(
     gateway: &'g Gateway,
     head: &Head<'_>,
@@ -57,7 +57,25 @@ pub fn check_head<'g>(
     address::check(route.allow_ips.as_ref(), &client).map_err(fail)?;
     transport::check(route.https_only, &client).map_err(fail)?;
     size::check_declared(head.headers, route.max_body).map_err(fail)?;
+    signature::check_present(route.signature.as_deref(), head.headers).map_err(fail)?;
     Ok(Admitted { route, client })
+}
+
+/// A body that passed every body step.
+pub struct Checked {
+    /// The idempotency key, where the route has one.
+    pub key: Option<DeliveryKey>,
+    /// The event name at the route's `events.pointer`, where it is a string.
+    pub event: Option<String>,
+}
+
+/// Only queue routes keep the event (the delivery log shows it, destinations filter on it).
+fn event_name(route: &Route, json: Option<&serde_json::Value>) -> Option<String> {
+    if !matches!(route.mode, crate::config::Mode::Queue(_)) {
+        return None;
+    }
+    let pointer = &route.events.as_ref()?.pointer;
+    json?.pointer(pointer)?.as_str().map(str::to_string)
 }
 
 /// signature → parse → schema → events → idempotency key. Runs on the complete body, whose size
@@ -67,7 +85,7 @@ pub fn check_body(
     headers: &HeaderMap,
     body: &[u8],
     received_at: SystemTime,
-) -> Result<Option<DeliveryKey>, Answer> {
+) -> Result<Checked, Answer> {
     signature::check(route.signature.as_deref(), headers, body, received_at)?;
     let json = if route.needs_json() {
         Some(parse::parse(body)?)
@@ -80,13 +98,12 @@ pub fn check_body(
     if let (Some(events), Some(json)) = (&route.events, &json) {
         events::check(events, json)?;
     }
-    match &route.idempotency {
-        Some(i) => Ok(Some(idempotency::key(
-            &route.name,
-            &i.parts,
-            headers,
-            json.as_ref(),
-        )?)),
-        None => Ok(None),
-    }
+    let key = match &route.idempotency {
+        Some(i) => Some(idempotency::key(i, headers, json.as_ref())?),
+        None => None,
+    };
+    Ok(Checked {
+        key,
+        event: event_name(route, json.as_ref()),
+    })
 }

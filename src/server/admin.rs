@@ -1,16 +1,23 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Never served on a webhook listener.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the delivery log API (`/api`) and its
+//! page (`/ui/`). Never served on a webhook listener.
 
-use super::gateway::Shared;
+use super::delivery_log;
+use super::runtime::Runtime;
 use crate::config::OnError;
+use crate::store::queue::unix_ms;
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// The delivery log page: one file, no asset from outside the binary.
+const UI_PAGE: &str = include_str!("ui.html");
 
 pub struct Admin {
-    pub shared: Arc<Shared>,
+    pub runtime: Arc<Runtime>,
+    pub token: Option<String>,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -18,6 +25,7 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
         .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
         .body(body)
         .unwrap_or_default()
 }
@@ -25,27 +33,76 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let shared = &self.shared;
-        match session.req_header().uri.path() {
+        let rt = &self.runtime;
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
+        match path.as_str() {
             "/metrics" => {
-                for (route, n) in shared.store.held_keys() {
-                    shared.metrics.idempotency_keys.with_label_values(&[&route]).set(n);
-                }
-                reply(200, "text/plain; version=0.0.4", shared.metrics.render())
+                self.refresh_gauges();
+                reply(200, "text/plain; version=0.0.4", rt.metrics.render())
             }
             "/healthz" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
             "/readyz" => {
                 let store_ok = matches!(
-                    tokio::time::timeout(Duration::from_secs(2), shared.store.ping()).await,
+                    tokio::time::timeout(Duration::from_secs(2), rt.store.ping()).await,
                     Ok(Ok(()))
                 );
-                if store_ok || shared.on_error == OnError::Allow {
+                if store_ok || (rt.on_error == OnError::Allow && rt.queue.is_none()) {
                     reply(200, "application/json", br#"{"status":"ready"}"#.to_vec())
                 } else {
                     reply(503, "application/json", br#"{"status":"store_unavailable"}"#.to_vec())
                 }
             }
-            _ => reply(404, "application/json", br#"{"error":{"code":"not_found","message":"Admin paths are /metrics, /healthz and /readyz."}}"#.to_vec()),
+            "/ui" | "/ui/" => reply(200, "text/html; charset=utf-8", UI_PAGE.as_bytes().to_vec()),
+            p if p == "/api/deliveries" || p.starts_with("/api/deliveries/") => {
+                let method = req.method.clone();
+                let query = req.uri.query().map(str::to_string);
+                let auth = req
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes().to_vec());
+                if let Some(refused) =
+                    delivery_log::authorize(self.token.as_deref(), auth.as_deref(), &method)
+                {
+                    return reply(refused.status, refused.content_type, refused.body);
+                }
+                let answer =
+                    delivery_log::serve(rt.queue.as_deref(), &method, p, query.as_deref()).await;
+                reply(answer.status, answer.content_type, answer.body)
+            }
+            _ => reply(404, "application/json", br#"{"error":{"code":"not_found","message":"Admin paths are /metrics, /healthz, /readyz, /api/deliveries and /ui/."}}"#.to_vec()),
+        }
+    }
+}
+
+impl Admin {
+    /// Gauges read from the stores when scraped, not kept current on the request path.
+    fn refresh_gauges(&self) {
+        let rt = &self.runtime;
+        let m = &rt.metrics;
+        for (route, n) in rt.store.held_keys() {
+            m.idempotency_keys.with_label_values(&[&route]).set(n);
+        }
+        for (route, total) in rt.store.evictions() {
+            let counter = m.idempotency_evictions.with_label_values(&[&route]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let Some(queue) = &rt.queue else {
+            return;
+        };
+        let now = unix_ms(SystemTime::now());
+        for s in queue.stats() {
+            let labels = [s.route.as_str(), s.destination.as_str()];
+            m.queue_deliveries
+                .with_label_values(&[labels[0], labels[1], "pending"])
+                .set(s.pending);
+            m.queue_deliveries
+                .with_label_values(&[labels[0], labels[1], "dead"])
+                .set(s.dead);
+            let age = s
+                .oldest_pending_ms
+                .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
+            m.queue_oldest_pending.with_label_values(&labels).set(age);
         }
     }
 }

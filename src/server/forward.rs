@@ -1,9 +1,11 @@
-//! Forwarding a checked delivery: the exact body bytes to the app over Pingora's pooled HTTP/1.1
-//! connector, and the app's whole answer back.
+//! The exchange with an app: the head it receives (PRODUCT.md §6), the exact body bytes over the
+//! route's own idle connections (or a new one from Pingora's connector), and the app's whole
+//! answer back. Forwarded deliveries and queued attempts both go through here.
 
 use super::pool::Pool;
 use crate::config::Upstream;
 use crate::pipeline::Client;
+use crate::trace::Traceparent;
 use crate::rejection::Rejection;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderName;
@@ -70,24 +72,60 @@ impl<'a> HopByHop<'a> {
     }
 }
 
-/// The head the app receives (PRODUCT.md §6), written straight to the wire: same method, path,
-/// query and end-to-end headers (their case and order kept), plus X-Forwarded-For/-Proto and
-/// X-Request-Id, always as HTTP/1.1 with an exact Content-Length.
-pub fn upstream_head(
+/// Headers that apps read as the client's address or scheme: dropped from an untrusted peer
+/// (PRODUCT.md §6), so a spoofed value never reaches the app.
+const CLIENT_CLAIMS: &[&[u8]] = &[
+    b"forwarded",
+    b"x-real-ip",
+    b"true-client-ip",
+    b"x-client-ip",
+    b"cf-connecting-ip",
+    b"x-forwarded-host",
+    b"x-forwarded-port",
+];
+
+/// Whether `name` differs from a forwarding header only by `_` for `-` (CGI, WSGI and Rack read
+/// `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`).
+fn underscored_forwarding_header(name: &[u8]) -> bool {
+    name.contains(&b'_')
+        && CLIENT_CLAIMS
+            .iter()
+            .chain(SET_BY_GATEWAY)
+            .any(|h| {
+                h.len() == name.len()
+                    && h.iter().zip(name).all(|(a, b)| {
+                        a.eq_ignore_ascii_case(b) || (*a == b'-' && *b == b'_')
+                    })
+            })
+}
+
+/// The request line the app receives: the same method, path and query, always HTTP/1.1.
+pub fn write_request_line(buf: &mut BytesMut, method: &str, target: &str) {
+    buf.put_slice(method.as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(target.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+}
+
+/// The sender's path and query, as the app receives them.
+pub fn target(downstream: &RequestHeader) -> &str {
+    downstream.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// The header lines the app receives (PRODUCT.md §6), written straight to the wire format:
+/// end-to-end headers (their case and order kept; hop-by-hop ones, the ones hookgate sets
+/// itself and, from an untrusted peer, client-address claims dropped), plus X-Forwarded-For,
+/// X-Forwarded-Proto, X-Request-Id and a W3C traceparent. No Content-Length: the caller ends
+/// the head with [`end_head`].
+pub fn write_headers(
+    buf: &mut BytesMut,
     downstream: &RequestHeader,
     client: &Client,
     peer: IpAddr,
     request_id: &str,
-    body_len: usize,
-) -> BytesMut {
+    trace: &Traceparent,
+) {
     const CRLF: &[u8] = b"\r\n";
-    let mut buf = BytesMut::with_capacity(1024);
-    let target = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
-    buf.put_slice(downstream.method.as_str().as_bytes());
-    buf.put_u8(b' ');
-    buf.put_slice(target.as_bytes());
-    buf.put_slice(b" HTTP/1.1\r\n");
-
     let hop = HopByHop::of(&downstream.headers);
     let mut has_host = false;
     let _ = downstream.map(|name, value| {
@@ -95,7 +133,13 @@ pub fn upstream_head(
             HeaderNameVariant::Case(n) => n.as_slice(),
             HeaderNameVariant::Titled(n) => n.as_bytes(),
         };
-        if hop.contains(name) || SET_BY_GATEWAY.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        if hop.contains(name)
+            || SET_BY_GATEWAY.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || (!client.peer_trusted
+                && (CLIENT_CLAIMS.iter().any(|h| h.eq_ignore_ascii_case(name))
+                    || underscored_forwarding_header(name)))
+            || (!trace.given && is_trace_header(name))
+        {
             return Ok(());
         }
         has_host |= name.eq_ignore_ascii_case(b"host");
@@ -122,30 +166,65 @@ pub fn upstream_head(
     }
     let _ = write!(buf, "{peer}\r\nX-Forwarded-Proto: ");
     buf.put_slice(if client.https { b"https" } else { b"http" });
-    let _ = write!(
-        buf,
-        "\r\nX-Request-Id: {request_id}\r\nContent-Length: {body_len}\r\n\r\n"
-    );
+    let _ = write!(buf, "\r\nX-Request-Id: {request_id}\r\n");
+    if !trace.given {
+        let _ = write!(buf, "traceparent: {trace}\r\n");
+    }
+}
+
+/// Ends a head with the exact body length.
+pub fn end_head(buf: &mut BytesMut, body_len: usize) {
+    let _ = write!(buf, "Content-Length: {body_len}\r\n\r\n");
+}
+
+/// The whole head a forwarded delivery goes upstream with.
+pub fn upstream_head(
+    downstream: &RequestHeader,
+    client: &Client,
+    peer: IpAddr,
+    request_id: &str,
+    trace: &Traceparent,
+    body_len: usize,
+) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(1024);
+    write_request_line(&mut buf, downstream.method.as_str(), target(downstream));
+    write_headers(&mut buf, downstream, client, peer, request_id, trace);
+    end_head(&mut buf, body_len);
     buf
 }
 
-/// The app's upstream peer, built once per config load.
-pub fn peer_for(upstream: &Upstream) -> HttpPeer {
-    HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone())
+fn is_trace_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"traceparent") || name.eq_ignore_ascii_case(b"tracestate")
 }
 
-/// One exchange with the app within `limit`: 502 when it cannot be reached or answers garbage,
-/// 504 when it does not answer in time.
+/// One app as hookgate reaches it: its peer, its idle connections and how long an exchange may
+/// take. Built once per config load.
+pub struct UpstreamLink {
+    pub peer: HttpPeer,
+    pub pool: Pool,
+    pub timeout: Duration,
+}
+
+impl UpstreamLink {
+    pub fn new(upstream: &Upstream, timeout: Duration) -> Self {
+        Self {
+            peer: HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone()),
+            pool: Pool::default(),
+            timeout,
+        }
+    }
+}
+
+/// One exchange with the app within the link's timeout: 502 when it cannot be reached or
+/// answers garbage, 504 when it does not answer in time.
 pub async fn exchange(
     connector: &TransportConnector,
-    pool: &Pool,
-    peer: &HttpPeer,
+    link: &UpstreamLink,
     head: BytesMut,
     body: Bytes,
-    limit: Duration,
 ) -> Result<UpstreamAnswer, Rejection> {
-    let exchanged = exchange_inner(connector, pool, peer, head, body);
-    match tokio::time::timeout(limit, exchanged).await {
+    let exchanged = exchange_inner(connector, &link.pool, &link.peer, head, body);
+    match tokio::time::timeout(link.timeout, exchanged).await {
         Ok(result) => result,
         Err(_) => Err(Rejection::UpstreamTimeout),
     }
@@ -257,7 +336,16 @@ mod tests {
             https: true,
             peer_trusted,
         };
-        let wire = upstream_head(req, &client, "10.0.0.9".parse().unwrap(), "req-1", 42);
+        let trace = Traceparent::parse(Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"))
+            .unwrap();
+        let wire = upstream_head(
+            req,
+            &client,
+            "10.0.0.9".parse().unwrap(),
+            "req-1",
+            &trace,
+            42,
+        );
         String::from_utf8(wire.to_vec()).unwrap()
     }
 
@@ -299,6 +387,61 @@ mod tests {
             .contains("\r\nX-Forwarded-For: 198.51.100.7, 10.1.1.1, 10.2.2.2, 10.0.0.9\r\n"));
         assert!(head(&req, false).contains("\r\nX-Forwarded-For: 10.0.0.9\r\n"));
         assert_eq!(head(&req, true).matches("X-Forwarded-For").count(), 1);
+    }
+
+    #[test]
+    fn client_address_claims_are_dropped_from_an_untrusted_peer_only() {
+        let claims = [
+            ("Forwarded", "for=6.6.6.6;proto=https"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("True-Client-IP", "6.6.6.6"),
+            ("X-Client-IP", "6.6.6.6"),
+            ("CF-Connecting-IP", "6.6.6.6"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Port", "443"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("X_Forwarded_Proto", "https"),
+            ("X_Real_IP", "6.6.6.6"),
+        ];
+        let mut headers = vec![("Host", "h"), ("X_Custom_Thing", "kept")];
+        headers.extend(claims);
+        let req = downstream(&headers);
+        let untrusted = head(&req, false);
+        assert!(!untrusted.contains("6.6.6.6"), "{untrusted}");
+        assert!(!untrusted.contains("evil.example"), "{untrusted}");
+        assert!(!untrusted.contains("X-Forwarded-Port"), "{untrusted}");
+        assert!(untrusted.contains("X_Custom_Thing: kept"), "{untrusted}");
+        let trusted = head(&req, true);
+        for (name, value) in claims {
+            assert!(trusted.contains(&format!("{name}: {value}\r\n")), "{trusted}");
+        }
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_kept_and_a_missing_one_made() {
+        let req = downstream(&[
+            ("Host", "h"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("tracestate", "vendor=1"),
+        ]);
+        let kept = head(&req, false);
+        assert!(kept.contains("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"));
+        assert!(kept.contains("tracestate: vendor=1\r\n"));
+        assert_eq!(kept.matches("traceparent").count(), 1);
+
+        let client = Client {
+            addr: None,
+            https: true,
+            peer_trusted: false,
+        };
+        let bad = downstream(&[("Host", "h"), ("traceparent", "garbage"), ("tracestate", "x=1")]);
+        let fresh = Traceparent::parse(bad.headers.get("traceparent").map(|v| v.as_bytes()))
+            .unwrap_or_else(Traceparent::new);
+        let wire = upstream_head(&bad, &client, "10.0.0.9".parse().unwrap(), "r", &fresh, 0);
+        let wire = String::from_utf8(wire.to_vec()).unwrap();
+        assert!(!wire.contains("garbage") && !wire.contains("x=1"), "{wire}");
+        let line = wire.lines().find(|l| l.starts_with("traceparent: ")).unwrap();
+        assert!(Traceparent::parse(Some(line["traceparent: ".len()..].as_bytes())).is_some());
     }
 
     #[test]

@@ -1,67 +1,45 @@
-//! The webhook listener: one request's path through the gateway, from head to answer.
+//! The webhook listener: one request's session I/O, from head to answer, in the order of
+//! PRODUCT.md §3. The checks are `crate::pipeline`'s; what happens to a clean delivery is
+//! `delivery` (forward routes) or `enqueue` (queue routes); every exit is recorded by `outcome`.
 //!
 //! hookgate does not use Pingora's `ProxyHttp`: its body phases run after the upstream is
 //! contacted, so a refused delivery would already have leaked. It serves Pingora's lower-level
 //! `HttpServerApp` instead: read the head, run the head checks, read the whole body, run the body
-//! checks, claim the key, and only then open (or reuse) an upstream connection.
+//! checks, and only then hand the delivery on.
 
-use super::live::{Live, RouteState};
-use super::{body, forward};
-use crate::config::{OnError, Route};
-use crate::metrics::{status_class, Metrics, StoreOp};
-use crate::pipeline::{self, DeliveryKey, Head};
+use super::active::{RouteState, Target};
+use super::forward;
+use super::outcome::{self, Outcome, RequestLog};
+use super::runtime::Runtime;
+use super::{body, delivery, enqueue};
+use crate::config::Mode;
+use crate::pipeline::{self, size, Head};
 use crate::rejection::{Answer, Rejection};
-use crate::store::{Claim, ClaimToken, Store};
-use arc_swap::ArcSwap;
+use crate::store::queue::unix_ms;
+use crate::trace::Traceparent;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
 
 /// How long a refused request's unread body is drained so the sender reads our answer instead
 /// of a connection reset.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// What every request shares: the current config, the store, metrics and the connector that
-/// opens new upstream connections (each route keeps its own idle ones, `super::pool`).
-pub struct Shared {
-    pub live: ArcSwap<Live>,
-    pub store: Arc<dyn Store>,
-    pub on_error: OnError,
-    pub metrics: Arc<Metrics>,
-    pub connector: TransportConnector,
-}
+/// Concurrent HTTP/2 streams per connection: each may hold a body up to `max_body`, and
+/// webhook senders do not multiplex much.
+const MAX_H2_STREAMS: u32 = 16;
 
 pub struct GatewayApp {
-    pub shared: Arc<Shared>,
-}
-
-/// What the one log event per request says.
-struct Record {
-    request_id: String,
-    route: Option<Arc<str>>,
-    client: Option<IpAddr>,
-    outcome: &'static str,
-    status: u16,
-    upstream_status: Option<u16>,
-}
-
-/// The client address as logged: `unknown` when a trusted proxy forwarded something else.
-struct ClientAddr(Option<IpAddr>);
-
-impl std::fmt::Display for ClientAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(a) => a.fmt(f),
-            None => f.write_str("unknown"),
-        }
-    }
+    pub runtime: Arc<Runtime>,
 }
 
 /// How the request ended for the connection.
@@ -82,17 +60,22 @@ impl HttpServerApp for GatewayApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let client_timeout = self.shared.live.load().gateway.client_timeout;
-        match tokio::time::timeout(client_timeout, session.read_request()).await {
+        let client_timeout = self.runtime.active.load().gateway.client_timeout;
+        // One deadline for the whole request, head and body (PRODUCT.md §2).
+        let deadline = tokio::time::Instant::now() + client_timeout;
+        match tokio::time::timeout_at(deadline, session.read_request()).await {
             Ok(Ok(true)) => {}
+            Ok(Err(e)) if e.etype() == &pingora_core::ErrorType::InvalidHTTPHeader => {
+                self.refuse_malformed(session).await;
+                return None;
+            }
             _ => return None,
         }
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
         // hookgate decides itself whether a refused request's unread body is drained (and the
         // connection kept) or the connection closed; see `Ended`.
         session.set_close_on_response_before_downstream_finish(false);
-        let ended = self.handle(&mut session).await;
-        match ended {
+        match self.handle(&mut session, deadline).await {
             Ended::Complete => {}
             Ended::Early => {
                 let drained = tokio::time::timeout(DRAIN_LIMIT, session.drain_request_body()).await;
@@ -108,17 +91,24 @@ impl HttpServerApp for GatewayApp {
             _ => None,
         }
     }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        let mut options = default_h2_options();
+        options.max_concurrent_streams(MAX_H2_STREAMS);
+        Some(options)
+    }
 }
 
 impl GatewayApp {
-    async fn handle(&self, session: &mut ServerSession) -> Ended {
-        let started = Instant::now();
+    async fn handle(
+        &self,
+        session: &mut ServerSession,
+        deadline: tokio::time::Instant,
+    ) -> Ended {
+        let rt = &*self.runtime;
         let received_at = SystemTime::now();
-        let shared = &self.shared;
         // In-flight requests keep the config they started with; a reload affects new ones.
-        let live = shared.live.load_full();
-        let gateway = &live.gateway;
-        let deadline = tokio::time::Instant::now() + gateway.client_timeout;
+        let active = rt.active.load_full();
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -128,11 +118,32 @@ impl GatewayApp {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
         let req = session.req_header();
-        let request_id = request_id(req.headers.get("x-request-id"));
+        let trace = Traceparent::parse(req.headers.get("traceparent").map(|v| v.as_bytes()))
+            .unwrap_or_default();
+        let mut log = RequestLog {
+            request_id: request_id(req.headers.get("x-request-id")),
+            trace_id: trace.trace_id_hex(),
+            route: None,
+            client: Some(peer),
+            started: Instant::now(),
+        };
         let expects_continue = req
             .headers
             .get(http::header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+        // HTTP framing Pingora's parser lets through: HTTP/1.1 requires a Host header.
+        if req.version == http::Version::HTTP_11
+            && !session.is_http2()
+            && !req.headers.contains_key(http::header::HOST)
+        {
+            session.set_keepalive(None);
+            self.reply(session, &log, None, Rejection::BadRequest.into())
+                .await;
+            return Ended::Close;
+        }
+
+        // Head steps: route → method → address → transport → size → signature present.
         let head = Head {
             method: &req.method,
             path: req.uri.path(),
@@ -140,28 +151,17 @@ impl GatewayApp {
             peer,
             tls,
         };
-        let mut record = Record {
-            request_id,
-            route: None,
-            client: Some(peer),
-            outcome: "",
-            status: 0,
-            upstream_status: None,
-        };
-
-        // Head steps: route → method → address → transport → declared size.
-        let admitted = pipeline::check_head(gateway, &head);
-        let (route, client) = match admitted {
+        let (route, client) = match pipeline::check_head(&active.gateway, &head) {
             Ok(a) => (a.route.clone(), a.client),
             Err((route, rejection)) => {
-                record.route = route.map(|r| r.name.clone());
+                log.route = route.map(|r| r.name.clone());
+                let state = route.map(|r| active.route(r));
                 // A too-large body is not worth reading on; a sender waiting for 100 Continue
                 // will not upload at all. Either way the answer itself says `Connection: close`.
                 if rejection == Rejection::PayloadTooLarge || expects_continue {
                     session.set_keepalive(None);
                 }
-                self.answer(session, &Answer::Reject(rejection), record, None, started)
-                    .await;
+                self.reply(session, &log, state, rejection.into()).await;
                 return if expects_continue {
                     Ended::Close
                 } else {
@@ -169,262 +169,202 @@ impl GatewayApp {
                 };
             }
         };
-        record.route = Some(route.name.clone());
-        record.client = client.addr;
-        let state = live.route(&route);
+        log.route = Some(route.name.clone());
+        log.client = client.addr;
+        let state = active.route(&route);
+
+        // Capacity: the declared body must fit the budget before the sender is asked for it.
+        let declared = size::declared_length(&req.headers).map(|n| n as usize);
+        let mut reservation = rt.budget.reservation();
+        if declared.is_some_and(|n| !reservation.cover(n)) {
+            session.set_keepalive(None);
+            self.reply(session, &log, Some(state), Rejection::Overloaded.into())
+                .await;
+            return if expects_continue {
+                Ended::Close
+            } else {
+                Ended::Early
+            };
+        }
 
         // Body: the whole of it, bounded, before anything else happens.
         if expects_continue
             && !session.is_http2()
             && session.write_continue_response().await.is_err()
         {
-            return self.gone(record, state, started);
+            outcome::record(&rt.metrics, &log, Some(state), &Outcome::ClientClosed);
+            return Ended::Close;
         }
-        let body = match body::read(session, route.max_body, deadline).await {
+        let body = match body::read(
+            session,
+            route.max_body,
+            declared,
+            &mut reservation,
+            deadline,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(body::BodyError::Refused(r)) => {
                 session.set_keepalive(None);
                 let timed_out = r == Rejection::RequestTimeout;
-                self.answer(session, &Answer::Reject(r), record, Some(state), started)
-                    .await;
+                self.reply(session, &log, Some(state), r.into()).await;
                 return if timed_out {
                     Ended::Close
                 } else {
                     Ended::Early
                 };
             }
-            Err(body::BodyError::ClientGone) => return self.gone(record, state, started),
+            Err(body::BodyError::ClientGone) => {
+                outcome::record(&rt.metrics, &log, Some(state), &Outcome::ClientClosed);
+                return Ended::Close;
+            }
         };
 
         // Body steps: signature → parse → schema → events → idempotency key.
-        let key =
-            match pipeline::check_body(&route, &session.req_header().headers, &body, received_at) {
-                Ok(k) => k,
-                Err(answer) => {
-                    self.answer(session, &answer, record, Some(state), started)
-                        .await;
-                    return Ended::Complete;
-                }
-            };
-
-        // Idempotency: claim only now that every check has passed.
-        let claim = match &key {
-            Some(k) => match self.claim(&route, k).await {
-                Ok(c) => c,
-                Err(answer) => {
-                    self.answer(session, &answer, record, Some(state), started)
-                        .await;
-                    return Ended::Complete;
-                }
-            },
-            None => None,
+        let req = session.req_header();
+        let checked = match pipeline::check_body(&route, &req.headers, &body, received_at) {
+            Ok(c) => c,
+            Err(answer) => {
+                self.reply(session, &log, Some(state), answer).await;
+                return Ended::Complete;
+            }
         };
 
-        let head = forward::upstream_head(
-            session.req_header(),
-            &client,
-            peer,
-            &record.request_id,
-            body.len(),
-        );
-
-        // Pingora never drops this future before it completes (it is only cancelled with the
-        // whole runtime, like a crash, where the claim's lease covers it): a sender that hangs
-        // up does not abort the exchange, so the app's answer still decides the claim and no
-        // delivery is doubled.
-        let result = deliver(shared, &route, state, head, body, key.zip(claim)).await;
-        match result {
-            Ok(answer) => {
-                let status = answer.header.status.as_u16();
-                record.upstream_status = Some(status);
-                record.status = status;
-                record.outcome = "forwarded";
-                let header =
-                    forward::relay_header(answer.header, answer.body.len(), &record.request_id);
-                // Counted and logged before the answer leaves, so a sender that then reads
-                // /metrics sees its own delivery.
-                self.finish(&record, Some(state), started);
-                let ok = write(session, header, answer.body).await;
-                if ok {
-                    Ended::Complete
-                } else {
-                    Ended::Close
-                }
-            }
-            Err(rejection) => {
-                self.answer(
-                    session,
-                    &Answer::Reject(rejection),
-                    record,
-                    Some(state),
-                    started,
+        match (&route.mode, &state.target) {
+            // Queue: stored durably, answered at once, delivered in the background.
+            (Mode::Queue(queue), _) => {
+                let mut headers = BytesMut::with_capacity(1024);
+                forward::write_headers(&mut headers, req, &client, peer, &log.request_id, &trace);
+                let target = forward::target(req).to_string();
+                let answer = enqueue::enqueue(
+                    rt,
+                    &route,
+                    queue,
+                    checked,
+                    &target,
+                    headers.freeze(),
+                    body,
+                    unix_ms(received_at),
                 )
                 .await;
+                self.reply(session, &log, Some(state), answer).await;
+                Ended::Complete
+            }
+            // Forward: the app's answer is relayed. Pingora never drops this future before it
+            // completes (it is only cancelled with the whole runtime, like a crash, where the
+            // claim's lease covers it): a sender that hangs up does not abort the exchange, so
+            // the app's answer still decides the claim and no delivery is doubled.
+            (Mode::Forward { .. }, Target::Forward(link)) => {
+                let head =
+                    forward::upstream_head(req, &client, peer, &log.request_id, &trace, body.len());
+                let result = delivery::forward(
+                    rt,
+                    &route,
+                    state,
+                    link,
+                    checked.key.as_ref(),
+                    head,
+                    body,
+                )
+                .await;
+                match result {
+                    Ok(answer) => {
+                        let status = answer.header.status.as_u16();
+                        // Counted and logged before the answer leaves, so a sender that then
+                        // reads /metrics sees its own delivery.
+                        outcome::record(
+                            &rt.metrics,
+                            &log,
+                            Some(state),
+                            &Outcome::Forwarded { status },
+                        );
+                        let header = forward::relay_header(
+                            answer.header,
+                            answer.body.len(),
+                            &log.request_id,
+                        );
+                        if write(session, header, answer.body).await {
+                            Ended::Complete
+                        } else {
+                            Ended::Close
+                        }
+                    }
+                    Err(answer) => {
+                        self.reply(session, &log, Some(state), answer).await;
+                        Ended::Complete
+                    }
+                }
+            }
+            (Mode::Forward { .. }, Target::Queue(_)) => {
+                // The active config builds each route's target from its own mode.
+                self.reply(session, &log, Some(state), Rejection::UpstreamUnavailable.into())
+                    .await;
                 Ended::Complete
             }
         }
     }
 
-    /// Claims the key; a store failure answers 503 or, under `on_error: allow`, forwards undeduped.
-    async fn claim(&self, route: &Route, key: &DeliveryKey) -> Result<Option<ClaimToken>, Answer> {
-        let shared = &self.shared;
-        let lease = route
-            .idempotency
-            .as_ref()
-            .map_or(Duration::from_secs(60), |i| i.lease);
-        let t = Instant::now();
-        let result = shared.store.claim(key, lease).await;
-        shared
-            .metrics
-            .store_op(StoreOp::Claim)
-            .observe(t.elapsed().as_secs_f64());
-        match result {
-            Ok(Claim::Claimed(token)) => Ok(Some(token)),
-            Ok(Claim::Delivered) => Err(Answer::AlreadyProcessed),
-            Ok(Claim::InFlight { retry_after }) => {
-                Err(Answer::Reject(Rejection::DeliveryInProgress {
-                    retry_after,
-                }))
-            }
-            Err(e) => {
-                shared
-                    .metrics
-                    .store_errors
-                    .with_label_values(&[StoreOp::Claim.label()])
-                    .inc();
-                tracing::warn!(route = %route.name, error = %e, "idempotency store failed");
-                match shared.on_error {
-                    OnError::Reject => Err(Answer::Reject(Rejection::StoreUnavailable)),
-                    OnError::Allow => {
-                        shared
-                            .metrics
-                            .dedupe_skipped
-                            .with_label_values(&[&route.name])
-                            .inc();
-                        Ok(None)
-                    }
-                }
-            }
-        }
-    }
-
-    /// Answers without the upstream; counted and logged before the answer leaves.
-    async fn answer(
+    /// Answers without the upstream; recorded before the answer leaves.
+    async fn reply(
         &self,
         session: &mut ServerSession,
-        answer: &Answer,
-        mut record: Record,
+        log: &RequestLog,
         state: Option<&RouteState>,
-        started: Instant,
+        answer: Answer,
     ) {
-        record.status = answer.status();
-        record.outcome = answer.outcome();
-        self.finish(&record, state, started);
+        outcome::record(
+            &self.runtime.metrics,
+            log,
+            state,
+            &Outcome::Answered(answer.clone()),
+        );
         let body = Bytes::from(answer.body());
         let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else {
             return;
         };
         let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
         let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-        let _ = header.insert_header("X-Request-Id", record.request_id.as_str());
+        let _ = header.insert_header("X-Request-Id", log.request_id.as_str());
         for (name, value) in answer.headers() {
             let _ = header.insert_header(name, value);
         }
         write(session, Box::new(header), body).await;
     }
 
-    /// The client went away or broke the protocol: log it, answer nothing.
-    fn gone(&self, mut record: Record, state: &RouteState, started: Instant) -> Ended {
-        record.outcome = "client_closed";
-        record.status = 499;
-        self.finish(&record, Some(state), started);
-        Ended::Close
-    }
-
-    /// The metrics and the one structured log event of a request.
-    /// `state` is the matched route's, `None` when no route matched.
-    fn finish(&self, record: &Record, state: Option<&RouteState>, started: Instant) {
-        let m = &self.shared.metrics;
-        let route = record.route.as_deref().unwrap_or("-");
-        let elapsed = started.elapsed();
-        match state {
-            Some(s) if record.outcome == "forwarded" => s.forwarded.inc(),
-            _ => m.requests.with_label_values(&[route, record.outcome]).inc(),
+    /// A request Pingora could not parse (conflicting lengths, bad Transfer-Encoding, obs-fold,
+    /// NUL, too many headers, an oversized head): answered 400 where HTTP/1 still allows an
+    /// answer, then closed; counted, and logged at most once a second.
+    async fn refuse_malformed(&self, session: ServerSession) {
+        self.runtime.metrics.bad_requests.inc();
+        static LAST_LOGGED_SECOND: AtomicU64 = AtomicU64::new(0);
+        let second = unix_ms(SystemTime::now()) / 1000;
+        if LAST_LOGGED_SECOND.swap(second, Ordering::Relaxed) != second {
+            tracing::warn!(
+                target: "hookgate::request",
+                route = "-",
+                client = %session.client_addr().map_or_else(String::new, |a| a.to_string()),
+                outcome = "bad_request",
+                status = 400u16,
+                "malformed request refused (logged at most once a second; hookgate_requests_total counts each)"
+            );
         }
-        match state {
-            Some(s) => s.request_duration.observe(elapsed.as_secs_f64()),
-            None => m
-                .request_duration
-                .with_label_values(&[route])
-                .observe(elapsed.as_secs_f64()),
-        }
-        tracing::info!(
-            target: "hookgate::request",
-            request_id = record.request_id.as_str(),
-            route,
-            client = %ClientAddr(record.client),
-            outcome = record.outcome,
-            status = record.status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream_status = record.upstream_status,
-            "request"
-        );
-    }
-}
-
-/// Sends the delivery upstream and settles its claim by the answer: delivered on 2xx, released
-/// on anything else so the sender's retry goes through.
-async fn deliver(
-    shared: &Shared,
-    route: &Route,
-    state: &RouteState,
-    head: BytesMut,
-    body: Bytes,
-    claim: Option<(DeliveryKey, ClaimToken)>,
-) -> Result<forward::UpstreamAnswer, Rejection> {
-    let m = &shared.metrics;
-    let t = Instant::now();
-    let result = forward::exchange(
-        &shared.connector,
-        &state.pool,
-        &state.peer,
-        head,
-        body,
-        route.upstream_timeout,
-    )
-    .await;
-    state.upstream_duration.observe(t.elapsed().as_secs_f64());
-    let status = result.as_ref().ok().map(|a| a.header.status.as_u16());
-    match status {
-        Some(200..=299) => state.upstream_2xx.inc(),
-        Some(s) => m
-            .upstream_responses
-            .with_label_values(&[&route.name, status_class(s)])
-            .inc(),
-        None => {}
-    }
-    if let Some((key, token)) = claim {
-        let delivered = status.is_some_and(|s| (200..300).contains(&s));
-        let t = Instant::now();
-        let (op, outcome) = if delivered {
-            let ttl = route
-                .idempotency
-                .as_ref()
-                .map_or(Duration::from_secs(86400), |i| i.ttl);
-            (
-                StoreOp::Complete,
-                shared.store.complete(&key, token, ttl).await,
-            )
-        } else {
-            (StoreOp::Release, shared.store.release(&key, token).await)
-        };
-        m.store_op(op).observe(t.elapsed().as_secs_f64());
-        if let Err(e) = outcome {
-            m.store_errors.with_label_values(&[op.label()]).inc();
-            tracing::warn!(route = %route.name, operation = op.label(), error = %e, "idempotency store failed");
+        if let ServerSession::H1(h1) = session {
+            let body = Rejection::BadRequest.body();
+            let head = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let mut stream = h1.into_inner();
+            let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&body).await?;
+                stream.flush().await?;
+                stream.shutdown().await
+            })
+            .await;
         }
     }
-    result
 }
 
 async fn write(session: &mut ServerSession, header: Box<ResponseHeader>, body: Bytes) -> bool {

@@ -1,21 +1,36 @@
-//! Pingora glue: builds the server from a validated [`Config`] and runs it. The request logic
-//! lives in `gateway` (per request) and `crate::pipeline` (the checks, Pingora-free).
+//! Pingora glue: builds the server from a validated [`Config`] and runs it.
+//!
+//! How a request flows: `gateway` (session I/O, in the order of PRODUCT.md §3) runs the checks
+//! of `crate::pipeline`, then hands a clean delivery to `delivery` (forward routes: claim,
+//! `forward::exchange`, settle) or `enqueue` (queue routes: one durable write), and records the
+//! outcome with `outcome`. The queue `worker` delivers stored deliveries over the same
+//! `forward::exchange`. `admin` serves metrics, probes and the `delivery_log` API.
 
+mod active;
 mod admin;
 mod body;
+mod budget;
+mod delivery;
+mod delivery_log;
+mod enqueue;
 pub mod forward;
 mod gateway;
-mod live;
+mod outcome;
 mod pool;
 mod reload;
+mod runtime;
 mod tls;
+mod worker;
 
-pub use gateway::{GatewayApp, Shared};
-use live::Live;
+pub use gateway::GatewayApp;
+pub use runtime::Runtime;
 
 use crate::config::{Config, ListenerTls, StoreUrl};
 use crate::metrics::Metrics;
-use crate::store::{memory::MemoryStore, redis::RedisStore, Store};
+use crate::store::file::FileStore;
+use crate::store::queue::Queue;
+use crate::store::{memory::MemoryStore, redis::RedisStore, Store, StoreError};
+use active::ActiveConfig;
 use arc_swap::ArcSwap;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::connectors::TransportConnector;
@@ -26,29 +41,49 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::sync::Arc;
 
-/// Opens the store the config names; Redis must answer now (never a silent fallback to memory).
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("store.url: {0}")]
+    Store(#[from] StoreError),
+    #[error("listen {addr}: TLS certificate or key: {message}")]
+    Tls { addr: String, message: String },
+    #[error("{0}")]
+    DevCertificate(String),
+}
+
+/// The stores the config names: idempotency keys, and the delivery queue where the store is
+/// durable. A Redis that does not answer yet does not stop the start (PRODUCT.md §7).
+pub fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Arc<dyn Queue>>), StoreError> {
     Ok(match &config.store.url {
-        StoreUrl::Memory => Arc::new(MemoryStore::new(config.store.max_keys)),
-        StoreUrl::Redis(url) => {
-            let store = RedisStore::connect(url, &config.store.prefix)
-                .map_err(|e| format!("store.url: {e}"))?;
-            Arc::new(store)
+        StoreUrl::Memory => (Arc::new(MemoryStore::new(config.store.max_keys)), None),
+        StoreUrl::Redis(url) => (Arc::new(RedisStore::connect(url, &config.store.prefix)?), None),
+        StoreUrl::File(path) => {
+            let store = Arc::new(FileStore::open(path)?);
+            (store.clone(), Some(store))
+        }
+        StoreUrl::Postgres(_) => {
+            return Err(StoreError::Failed(
+                "the postgres store is not available in this build; use file:PATH (one machine) or redis:// (forward routes)".into(),
+            ))
         }
     })
 }
 
 /// Serves `config` until a shutdown signal; with `upgrade`, takes the listening sockets over from
 /// the running process (Pingora's graceful upgrade) instead of binding them.
-pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
-    let store = open_store(&config)?;
+pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
+    let (store, queue) = open_store(&config)?;
     let metrics = Arc::new(Metrics::new());
-    let shared = Arc::new(Shared {
-        live: ArcSwap::from_pointee(Live::new(config.gateway.clone(), &metrics)),
+    let runtime = Arc::new(Runtime {
+        active: ArcSwap::from_pointee(ActiveConfig::new(config.gateway.clone(), &metrics)),
         store,
+        queue: queue.clone(),
         on_error: config.store.on_error,
         metrics,
+        budget: budget::BodyBudget::new(config.max_inflight_body),
         connector: TransportConnector::new(None),
+        queue_wake: tokio::sync::Notify::new(),
     });
 
     let grace = config.grace_period.as_secs_f64().ceil() as u64;
@@ -69,7 +104,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     let mut webhooks = Service::new(
         "hookgate webhooks".to_string(),
         GatewayApp {
-            shared: shared.clone(),
+            runtime: runtime.clone(),
         },
     );
     for l in &config.listeners {
@@ -79,14 +114,17 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
                 let (cert, key) = match t {
                     ListenerTls::Files { cert, key } => (cert.clone(), key.clone()),
                     ListenerTls::SelfSigned => {
-                        let pair = tls::self_signed()?;
+                        let pair = tls::self_signed().map_err(RunError::DevCertificate)?;
                         tracing::warn!(addr = %l.addr, "serving a self-signed certificate: for development only");
                         pair
                     }
                 };
                 let mut settings =
                     TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
-                        .map_err(|e| format!("listen {}: TLS certificate or key: {e}", l.addr))?;
+                        .map_err(|e| RunError::Tls {
+                            addr: l.addr.clone(),
+                            message: e.to_string(),
+                        })?;
                 settings.enable_h2();
                 webhooks.add_tls_with_settings(&l.addr, None, settings);
             }
@@ -96,11 +134,13 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     webhooks.threads = Some(config.threads);
     server.add_service(webhooks);
 
-    if let Some(addr) = config.admin {
+    if let Some(settings) = &config.admin {
+        let addr = settings.addr;
         let mut admin = Service::new(
             "hookgate admin".to_string(),
             HttpServer::new_app(admin::Admin {
-                shared: shared.clone(),
+                runtime: runtime.clone(),
+                token: settings.token.clone(),
             }),
         );
         admin.add_tcp(&addr.to_string());
@@ -112,7 +152,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     server.add_service(background_service(
         "config reload",
         reload::Reloader {
-            shared: shared.clone(),
+            runtime: runtime.clone(),
             file: config.source.clone(),
         },
     ));
@@ -120,9 +160,20 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     server.add_service(background_service(
         "upstream pool sweep",
         pool::Sweeper {
-            shared: shared.clone(),
+            runtime: runtime.clone(),
         },
     ));
+
+    if let Some(queue) = queue {
+        server.add_service(background_service(
+            "queue worker",
+            worker::Worker {
+                runtime: runtime.clone(),
+                queue,
+                grace_period: config.grace_period,
+            },
+        ));
+    }
 
     for route in &config.gateway.route_order {
         if route.signature.is_none() {
@@ -131,7 +182,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), String> {
     }
     tracing::info!(
         routes = config.gateway.route_order.len(),
-        store = shared.store.kind(),
+        store = runtime.store.kind(),
         "hookgate serving"
     );
     server.run_forever()

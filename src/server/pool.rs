@@ -7,7 +7,7 @@
 //! that holds unexpected bytes, or that idled past `IDLE_TIMEOUT` is dropped then. A sweep every
 //! few seconds closes those nobody takes, so they do not linger half-closed.
 
-use super::gateway::Shared;
+use super::runtime::Runtime;
 use async_trait::async_trait;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -88,9 +88,9 @@ fn quiet(stream: &mut Stream) -> bool {
         .is_pending()
 }
 
-/// Sweeps every route's pool every few seconds.
+/// Sweeps every upstream's pool every few seconds.
 pub struct Sweeper {
-    pub shared: Arc<Shared>,
+    pub runtime: Arc<Runtime>,
 }
 
 #[async_trait]
@@ -100,8 +100,8 @@ impl BackgroundService for Sweeper {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    for route in self.shared.live.load().routes() {
-                        route.pool.sweep();
+                    for link in self.runtime.active.load().links() {
+                        link.pool.sweep();
                     }
                 }
                 _ = shutdown.changed() => return,

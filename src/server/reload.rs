@@ -1,8 +1,8 @@
 //! SIGHUP: reload the config; a valid one serves new requests, an invalid one is refused and the
 //! old one keeps serving.
 
-use super::gateway::Shared;
-use super::live::Live;
+use super::active::ActiveConfig;
+use super::runtime::Runtime;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub struct Reloader {
-    pub shared: Arc<Shared>,
+    pub runtime: Arc<Runtime>,
     pub file: PathBuf,
 }
 
@@ -19,9 +19,9 @@ impl Reloader {
     pub fn reload(&self) {
         match crate::config::load(&self.file) {
             Ok(config) => {
-                let live = Live::new(config.gateway, &self.shared.metrics);
-                self.shared.live.store(Arc::new(live));
-                self.shared
+                let active = ActiveConfig::new(config.gateway, &self.runtime.metrics);
+                self.runtime.active.store(Arc::new(active));
+                self.runtime
                     .metrics
                     .config_reloads
                     .with_label_values(&["ok"])
@@ -29,7 +29,7 @@ impl Reloader {
                 tracing::info!(file = %self.file.display(), "config reloaded; listeners, store and threads change only on restart");
             }
             Err(e) => {
-                self.shared
+                self.runtime
                     .metrics
                     .config_reloads
                     .with_label_values(&["error"])

@@ -164,6 +164,10 @@ impl Scheme for BodyHmac {
         self.name
     }
 
+    fn signature_present(&self, headers: &HeaderMap) -> bool {
+        headers.contains_key(&self.header)
+    }
+
     fn verify(
         &self,
         headers: &HeaderMap,

@@ -30,6 +30,10 @@ pub trait Scheme: Send + Sync {
     /// The scheme's config name, e.g. `stripe`.
     fn name(&self) -> &'static str;
 
+    /// Whether the head carries the headers this scheme signs with: decided before any body byte
+    /// is read, so a sender that signs nothing is not made to upload.
+    fn signature_present(&self, headers: &HeaderMap) -> bool;
+
     /// Checks the delivery's signature over the raw `body`, against the time it was received.
     fn verify(
         &self,

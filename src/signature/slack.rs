@@ -27,6 +27,10 @@ impl Scheme for Slack {
         "slack"
     }
 
+    fn signature_present(&self, headers: &HeaderMap) -> bool {
+        headers.contains_key("x-slack-signature") && headers.contains_key("x-slack-request-timestamp")
+    }
+
     fn verify(
         &self,
         headers: &HeaderMap,

@@ -102,6 +102,10 @@ impl Scheme for StandardWebhooks {
         }
     }
 
+    fn signature_present(&self, headers: &HeaderMap) -> bool {
+        self.parts(headers).is_some()
+    }
+
     fn verify(
         &self,
         headers: &HeaderMap,

@@ -31,6 +31,10 @@ impl Scheme for Stripe {
         "stripe"
     }
 
+    fn signature_present(&self, headers: &HeaderMap) -> bool {
+        headers.contains_key("stripe-signature")
+    }
+
     fn verify(
         &self,
         headers: &HeaderMap,

@@ -112,7 +112,7 @@ impl Store for MemoryStore {
                 let record = Record {
                     token: token_bits(token),
                     expires_ms: self.deadline(lease),
-                    route: self.route_index(&key.route),
+                    route: self.route_index(&key.scope),
                 };
                 self.cache.insert(key.id, record);
                 Claim::Claimed(token)
@@ -135,7 +135,7 @@ impl Store for MemoryStore {
                 let record = Record {
                     token: DELIVERED,
                     expires_ms: self.deadline(ttl),
-                    route: self.route_index(&key.route),
+                    route: self.route_index(&key.scope),
                 };
                 self.cache.insert(key.id, record);
             }
@@ -185,10 +185,12 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    fn key(route: &str, id: u128) -> DeliveryKey {
+    fn key(scope: &str, id: u128) -> DeliveryKey {
         DeliveryKey {
-            route: Arc::from(route),
+            scope: Arc::from(scope),
             id,
+            lease: Duration::from_secs(60),
+            ttl: Duration::from_secs(60),
         }
     }
 

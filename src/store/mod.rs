@@ -5,7 +5,9 @@
 //! gateway's token, and a long-lived "delivered" marker. Only the claim's owner may complete or
 //! release it, so a gateway whose lease ran out can never undo another gateway's claim.
 
+pub mod file;
 pub mod memory;
+pub mod queue;
 pub mod redis;
 
 use crate::pipeline::DeliveryKey;
@@ -35,8 +37,14 @@ pub enum Claim {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("idempotency store unavailable: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The store cannot be reached (Redis down, connection lost).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered but the operation failed (disk full, corrupt record).
+    #[error("store operation failed: {0}")]
+    Failed(String),
+}
 
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -53,8 +61,12 @@ pub trait Store: Send + Sync {
     async fn release(&self, key: &DeliveryKey, token: ClaimToken) -> Result<(), StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Keys held per route, where the store can tell cheaply (memory store).
+    /// Keys held per scope, where the store can tell cheaply (memory store).
     fn held_keys(&self) -> Vec<(Arc<str>, i64)> {
+        Vec::new()
+    }
+    /// Delivered keys forgotten early to stay within a bound, per scope (memory store).
+    fn evictions(&self) -> Vec<(Arc<str>, u64)> {
         Vec::new()
     }
     fn kind(&self) -> &'static str;

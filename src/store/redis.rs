@@ -9,6 +9,7 @@ use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const CLAIM: &str = r"
@@ -33,25 +34,34 @@ return 0
 ";
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    /// Set once the first connection succeeds; until then every operation is unavailable.
+    conn: Arc<OnceLock<ConnectionManager>>,
     prefix: String,
     claim: Script,
     complete: Script,
     release: Script,
 }
 
+/// How often a store that was down at start is tried again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
 impl RedisStore {
-    /// Connects (failing clearly if Redis does not answer) on a runtime of its own that lives as
-    /// long as the process, so the connection's driver outlives any one Pingora service runtime.
+    /// Connects on a runtime of its own that lives as long as the process, so the connection's
+    /// driver outlives any one Pingora service runtime. A Redis that does not answer yet does
+    /// not stop the gateway (PRODUCT.md §7): operations fail as unavailable, and the connection
+    /// is tried again every second until it succeeds; from then on the connection manager
+    /// reconnects by itself.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError(format!("invalid Redis URL: {e}")))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
             .set_number_of_retries(1)
             .set_max_delay(500);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let conn = Arc::new(OnceLock::new());
+        let (first_try, tried) = std::sync::mpsc::channel();
+        let slot = conn.clone();
         std::thread::Builder::new()
             .name("hookgate-redis".into())
             .spawn(move || {
@@ -62,27 +72,33 @@ impl RedisStore {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = tx.send(Err(StoreError(format!(
-                            "cannot start the Redis runtime: {e}"
-                        ))));
+                        tracing::error!(error = %e, "cannot start the Redis runtime");
+                        let _ = first_try.send(());
                         return;
                     }
                 };
                 rt.block_on(async move {
-                    let conn = ConnectionManager::new_with_config(client, config)
-                        .await
-                        .map_err(|e| StoreError(format!("cannot connect to Redis: {e}")));
-                    let ok = conn.is_ok();
-                    let _ = tx.send(conn);
-                    if ok {
-                        std::future::pending::<()>().await;
+                    loop {
+                        match ConnectionManager::new_with_config(client.clone(), config.clone())
+                            .await
+                        {
+                            Ok(c) => {
+                                let _ = slot.set(c);
+                                let _ = first_try.send(());
+                                break;
+                            }
+                            Err(e) => {
+                                let _ = first_try.send(());
+                                tracing::warn!(error = %e, "Redis does not answer; trying again");
+                                tokio::time::sleep(RECONNECT_EVERY).await;
+                            }
+                        }
                     }
+                    std::future::pending::<()>().await;
                 });
             })
-            .map_err(|e| StoreError(format!("cannot start the Redis thread: {e}")))?;
-        let conn = rx
-            .recv()
-            .map_err(|_| StoreError("the Redis thread ended".into()))??;
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the Redis thread: {e}")))?;
+        let _ = tried.recv();
         Ok(Self {
             conn,
             prefix: prefix.to_string(),
@@ -92,8 +108,15 @@ impl RedisStore {
         })
     }
 
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        self.conn
+            .get()
+            .cloned()
+            .ok_or_else(|| StoreError::Unavailable("not connected to Redis yet".into()))
+    }
+
     fn redis_key(&self, key: &DeliveryKey) -> String {
-        format!("{}:{}:{}", self.prefix, key.route, key.hex())
+        format!("{}:{}:{}", self.prefix, key.scope, key.hex())
     }
 }
 
@@ -109,7 +132,7 @@ fn millis(d: Duration) -> u64 {
 impl Store for RedisStore {
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let (state, pttl): (String, i64) = self
             .claim
             .key(self.redis_key(key))
@@ -117,7 +140,7 @@ impl Store for RedisStore {
             .arg(millis(lease))
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(match state.as_str() {
             "claimed" => Claim::Claimed(token),
             "d" => Claim::Delivered,
@@ -133,7 +156,7 @@ impl Store for RedisStore {
         token: ClaimToken,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let _: i64 = self
             .complete
             .key(self.redis_key(key))
@@ -141,29 +164,29 @@ impl Store for RedisStore {
             .arg(millis(ttl))
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(())
     }
 
     async fn release(&self, key: &DeliveryKey, token: ClaimToken) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let _: i64 = self
             .release
             .key(self.redis_key(key))
             .arg(claim_value(token))
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| StoreError(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
     fn kind(&self) -> &'static str {

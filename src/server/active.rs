@@ -1,0 +1,85 @@
+//! The config new requests run on, plus what the request path and the queue worker derive from
+//! it once per (re)load instead of once per request: each route's upstream connections and the
+//! metric series every delivery touches.
+
+use super::forward::UpstreamLink;
+use crate::config::{Gateway, Mode, Route};
+use crate::metrics::Metrics;
+use prometheus::{Histogram, IntCounter};
+use std::sync::Arc;
+
+pub struct ActiveConfig {
+    pub gateway: Arc<Gateway>,
+    /// Indexed by `Route::index`.
+    routes: Vec<RouteState>,
+}
+
+/// A route's way to its app(s) and its hot metric series.
+pub struct RouteState {
+    pub target: Target,
+    pub forwarded: IntCounter,
+    pub request_duration: Histogram,
+    pub upstream_duration: Histogram,
+    pub upstream_2xx: IntCounter,
+}
+
+pub enum Target {
+    /// A forward route's app.
+    Forward(UpstreamLink),
+    /// A queue route's destinations, in config order.
+    Queue(Vec<UpstreamLink>),
+}
+
+impl ActiveConfig {
+    pub fn new(gateway: Arc<Gateway>, metrics: &Metrics) -> Self {
+        let routes = gateway
+            .route_order
+            .iter()
+            .map(|r| {
+                let name: &str = &r.name;
+                let target = match &r.mode {
+                    Mode::Forward { upstream, timeout } => {
+                        Target::Forward(UpstreamLink::new(upstream, *timeout))
+                    }
+                    Mode::Queue(q) => Target::Queue(
+                        q.destinations
+                            .iter()
+                            .map(|d| UpstreamLink::new(&d.upstream, q.policy.timeout))
+                            .collect(),
+                    ),
+                };
+                RouteState {
+                    target,
+                    forwarded: metrics.requests.with_label_values(&[name, "forwarded"]),
+                    request_duration: metrics.request_duration.with_label_values(&[name]),
+                    upstream_duration: metrics.upstream_duration.with_label_values(&[name]),
+                    upstream_2xx: metrics.upstream_responses.with_label_values(&[name, "2xx"]),
+                }
+            })
+            .collect();
+        Self { gateway, routes }
+    }
+
+    /// Every upstream link (for the idle-connection sweep).
+    pub fn links(&self) -> impl Iterator<Item = &UpstreamLink> {
+        self.routes.iter().flat_map(|r| match &r.target {
+            Target::Forward(link) => std::slice::from_ref(link),
+            Target::Queue(links) => links.as_slice(),
+        })
+    }
+
+    /// The state of `route`, which must belong to this config's gateway.
+    pub fn route(&self, route: &Route) -> &RouteState {
+        &self.routes[route.index]
+    }
+
+    /// A queue route's destination link by name.
+    pub fn destination(&self, route: &Route, name: &str) -> Option<&UpstreamLink> {
+        let (Mode::Queue(q), Target::Queue(links)) = (&route.mode, &self.route(route).target)
+        else {
+            return None;
+        };
+        let i = q.destinations.iter().position(|d| &*d.name == name)?;
+        links.get(i)
+    }
+}

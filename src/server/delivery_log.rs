@@ -1,0 +1,276 @@
+//! The delivery log API on the admin listener (PRODUCT.md §10): list, show, body and retry of
+//! queued deliveries, behind the admin token.
+
+use crate::store::queue::{unix_ms, DeliveryId, DeliveryState, ListFilter, Queue};
+use http::Method;
+use std::time::SystemTime;
+use subtle::ConstantTimeEq;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// An answer of the API: status, content type, body.
+pub struct ApiAnswer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+fn json(status: u16, value: &serde_json::Value) -> ApiAnswer {
+    ApiAnswer {
+        status,
+        content_type: "application/json",
+        body: serde_json::to_vec(value).unwrap_or_default(),
+    }
+}
+
+fn error(status: u16, code: &str, message: &str) -> ApiAnswer {
+    json(
+        status,
+        &serde_json::json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+/// Who may do what: with a token, every call needs it; without one, reads are open and writes
+/// refused.
+pub fn authorize(token: Option<&str>, authorization: Option<&[u8]>, method: &Method) -> Option<ApiAnswer> {
+    match token {
+        Some(expected) => {
+            let given = authorization
+                .and_then(|v| v.strip_prefix(b"Bearer "))
+                .map(<[u8]>::trim_ascii);
+            let ok = given.is_some_and(|g| bool::from(g.ct_eq(expected.as_bytes())));
+            (!ok).then(|| {
+                error(
+                    401,
+                    "unauthorized",
+                    "This API needs Authorization: Bearer <admin.token>.",
+                )
+            })
+        }
+        None if method != Method::GET => Some(error(
+            403,
+            "admin_token_required",
+            "Retries need admin.token to be set in the config.",
+        )),
+        None => None,
+    }
+}
+
+/// Serves one `/api/...` request (already authorized).
+pub async fn serve(
+    queue: Option<&dyn Queue>,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> ApiAnswer {
+    let Some(queue) = queue else {
+        return error(
+            404,
+            "queue_not_enabled",
+            "No queue: the delivery log needs a file: or postgres: store.",
+        );
+    };
+    let params = Params::parse(query);
+    let rest = path.trim_start_matches("/api/deliveries");
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let result = match (method, segments.as_slice()) {
+        (&Method::GET, []) => list(queue, &params).await,
+        (&Method::POST, ["retry"]) => retry_route(queue, &params).await,
+        (&Method::GET, [id]) => show(queue, id).await,
+        (&Method::GET, [id, "body"]) => body(queue, id).await,
+        (&Method::POST, [id, "retry"]) => retry_one(queue, id, &params).await,
+        (_, [] | ["retry"] | [_] | [_, "body"] | [_, "retry"]) => Ok(error(
+            405,
+            "method_not_allowed",
+            "Reads are GET, retries are POST.",
+        )),
+        _ => Ok(error(404, "not_found", "No such API path.")),
+    };
+    result.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "delivery log request failed");
+        error(503, "store_unavailable", "The store is unavailable; retry later.")
+    })
+}
+
+type Served = Result<ApiAnswer, crate::store::StoreError>;
+
+async fn list(queue: &dyn Queue, params: &Params) -> Served {
+    let state = match params.get("state") {
+        None => None,
+        Some(s) => match DeliveryState::parse(s) {
+            Some(s) => Some(s),
+            None => {
+                return Ok(error(
+                    400,
+                    "invalid_query",
+                    "state is pending, delivered or dead.",
+                ))
+            }
+        },
+    };
+    let limit = match params.get("limit").map(str::parse::<usize>) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if n >= 1 => n.min(MAX_LIMIT),
+        Some(_) => return Ok(error(400, "invalid_query", "limit is a number from 1.")),
+    };
+    let before = match params.get("before").map(str::parse::<DeliveryId>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(())) => {
+            return Ok(error(
+                400,
+                "invalid_query",
+                "before is the next cursor of a previous page.",
+            ))
+        }
+    };
+    let filter = ListFilter {
+        route: params.get("route").map(str::to_string),
+        state,
+        destination: params.get("destination").map(str::to_string),
+        before,
+        limit,
+    };
+    let (deliveries, next) = queue.list(filter).await?;
+    Ok(json(
+        200,
+        &serde_json::json!({
+            "deliveries": deliveries,
+            "next": next.map(|n| n.to_string()),
+        }),
+    ))
+}
+
+fn not_found() -> ApiAnswer {
+    error(404, "delivery_not_found", "No delivery has this id.")
+}
+
+async fn show(queue: &dyn Queue, id: &str) -> Served {
+    let Ok(id) = id.parse() else {
+        return Ok(not_found());
+    };
+    Ok(match queue.get(id).await? {
+        Some(d) => json(200, &serde_json::json!(d)),
+        None => not_found(),
+    })
+}
+
+async fn body(queue: &dyn Queue, id: &str) -> Served {
+    let Ok(id) = id.parse() else {
+        return Ok(not_found());
+    };
+    Ok(match queue.body(id).await? {
+        Some(b) => ApiAnswer {
+            status: 200,
+            content_type: "application/octet-stream",
+            body: b.to_vec(),
+        },
+        None => not_found(),
+    })
+}
+
+async fn retry_one(queue: &dyn Queue, id: &str, params: &Params) -> Served {
+    let Ok(id) = id.parse() else {
+        return Ok(not_found());
+    };
+    let now = unix_ms(SystemTime::now());
+    Ok(
+        match queue.retry(id, params.get("destination"), now).await? {
+            Some(n) => json(202, &serde_json::json!({ "requeued": n })),
+            None => not_found(),
+        },
+    )
+}
+
+async fn retry_route(queue: &dyn Queue, params: &Params) -> Served {
+    let (Some(route), Some("dead")) = (params.get("route"), params.get("state")) else {
+        return Ok(error(
+            400,
+            "invalid_query",
+            "Bulk retry needs route=<name>&state=dead.",
+        ));
+    };
+    let n = queue
+        .retry_dead(route, unix_ms(SystemTime::now()))
+        .await?;
+    Ok(json(202, &serde_json::json!({ "requeued": n })))
+}
+
+/// Query parameters, percent-decoded.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: Option<&str>) -> Self {
+        Self(
+            query
+                .unwrap_or("")
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode(k), decode(v))
+                })
+                .collect(),
+        )
+    }
+
+    /// A parameter's value; an empty value counts as absent (`?route=` means any route).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded_and_empty_ones_absent() {
+        let p = Params::parse(Some("route=a%2Fb&state=&limit=5&x=1+2&bad=%zz&end=%4"));
+        assert_eq!(p.get("route"), Some("a/b"));
+        assert_eq!(p.get("state"), None);
+        assert_eq!(p.get("limit"), Some("5"));
+        assert_eq!(p.get("x"), Some("1 2"));
+        assert_eq!(p.get("bad"), Some("%zz"));
+        assert_eq!(p.get("end"), Some("%4"));
+    }
+
+    #[test]
+    fn the_token_rules() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert!(authorize(None, None, &get).is_none());
+        assert_eq!(authorize(None, None, &post).unwrap().status, 403);
+        assert_eq!(authorize(Some("t"), None, &get).unwrap().status, 401);
+        assert_eq!(authorize(Some("t"), Some(b"Bearer x"), &get).unwrap().status, 401);
+        assert!(authorize(Some("t"), Some(b"Bearer t"), &post).is_none());
+    }
+}

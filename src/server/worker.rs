@@ -1,0 +1,362 @@
+//! The queue worker (PRODUCT.md §9): takes each destination's due attempts from the store,
+//! delivers them over the same exchange as forward routes, and records each outcome.
+//!
+//! Each destination is served on its own: it takes at most `max_in_flight` attempts at once and
+//! starts at most `rate` per second, so a slow or dead destination never holds up another. The
+//! worker sleeps until the earliest due attempt, and is woken early when a delivery is accepted
+//! or retried, or when an attempt finishes and frees room.
+
+use super::active::ActiveConfig;
+use super::forward;
+use super::runtime::Runtime;
+use crate::config::{DeliveryPolicy, Mode, Route};
+use crate::metrics::status_class;
+use crate::rejection::Rejection;
+use crate::schedule;
+use crate::store::queue::{unix_ms, AttemptResult, DueAttempt, Queue};
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::task::JoinSet;
+
+/// The longest the worker sleeps without looking (a due time it cannot know of, e.g. a lease
+/// that ran out, is seen within this).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Attempts taken per destination per pass.
+const TAKE_AT_ONCE: usize = 64;
+/// How often delivered and dead deliveries past `retention` are purged, and how many at once.
+const PURGE_EVERY: Duration = Duration::from_secs(10);
+const PURGE_BATCH: usize = 500;
+
+pub struct Worker {
+    pub runtime: Arc<Runtime>,
+    pub queue: Arc<dyn Queue>,
+    /// How long attempts in progress may finish on shutdown.
+    pub grace_period: Duration,
+}
+
+/// One destination's room: attempts in flight, and its rate's token bucket.
+#[derive(Default)]
+struct Room {
+    in_flight: AtomicUsize,
+    tokens: Mutex<Option<(f64, Instant)>>,
+}
+
+impl Room {
+    /// How many attempts may start now; with a rate, also when the next one may.
+    fn available(&self, policy: &DeliveryPolicy) -> (usize, Option<Duration>) {
+        let free = policy
+            .max_in_flight
+            .saturating_sub(self.in_flight.load(Ordering::Acquire));
+        let Some(rate) = policy.rate else {
+            return (free, None);
+        };
+        let Ok(mut bucket) = self.tokens.lock() else {
+            return (0, Some(IDLE_POLL));
+        };
+        let now = Instant::now();
+        let burst = rate.max(1.0);
+        let (tokens, since) = bucket.unwrap_or((burst, now));
+        let tokens = (tokens + now.duration_since(since).as_secs_f64() * rate).min(burst);
+        *bucket = Some((tokens, now));
+        let whole = tokens.floor() as usize;
+        let wait = (whole == 0).then(|| Duration::from_secs_f64((1.0 - tokens) / rate));
+        (free.min(whole), wait)
+    }
+
+    fn spend(&self, policy: &DeliveryPolicy, n: usize) {
+        if policy.rate.is_some() {
+            if let Ok(mut bucket) = self.tokens.lock() {
+                if let Some((tokens, _)) = bucket.as_mut() {
+                    *tokens -= n as f64;
+                }
+            }
+        }
+        self.in_flight.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Worker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let rooms: Mutex<HashMap<String, Arc<Room>>> = Mutex::default();
+        let finished = Arc::new(tokio::sync::Notify::new());
+        let mut attempts = JoinSet::new();
+        let mut last_purge = Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let active = self.runtime.active.load_full();
+            let now = SystemTime::now();
+            let mut wake = IDLE_POLL;
+            for route in &active.gateway.route_order {
+                let Mode::Queue(q) = &route.mode else {
+                    continue;
+                };
+                for dest in &q.destinations {
+                    let room = {
+                        let mut rooms = rooms.lock().unwrap_or_else(|p| p.into_inner());
+                        rooms
+                            .entry(format!("{}/{}", route.name, dest.name))
+                            .or_default()
+                            .clone()
+                    };
+                    let (free, rate_wait) = room.available(&q.policy);
+                    if let Some(w) = rate_wait {
+                        wake = wake.min(w);
+                    }
+                    if free > 0 {
+                        let taken = self
+                            .queue
+                            .take_due(
+                                &route.name,
+                                &dest.name,
+                                unix_ms(now),
+                                free.min(TAKE_AT_ONCE),
+                                q.policy.lease(),
+                            )
+                            .await;
+                        match taken {
+                            Ok(due) => {
+                                room.spend(&q.policy, due.len());
+                                if due.len() == free.min(TAKE_AT_ONCE) {
+                                    // There may be more due right now.
+                                    wake = Duration::ZERO;
+                                }
+                                for a in due {
+                                    let job = Attempt {
+                                        runtime: self.runtime.clone(),
+                                        queue: self.queue.clone(),
+                                        active: active.clone(),
+                                        route: route.clone(),
+                                        room: room.clone(),
+                                        finished: finished.clone(),
+                                    };
+                                    attempts.spawn(job.run(a));
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(route = %route.name, destination = %dest.name, error = %e, "cannot take due attempts");
+                            }
+                        }
+                    }
+                    if let Ok(Some(at)) = self.queue.next_due(&route.name, &dest.name) {
+                        let until = Duration::from_millis(at.saturating_sub(unix_ms(now)));
+                        if free > 0 || until > Duration::ZERO {
+                            wake = wake.min(until);
+                        }
+                    }
+                }
+            }
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = Instant::now();
+                self.purge(&active).await;
+            }
+            while attempts.try_join_next().is_some() {}
+            tokio::select! {
+                _ = tokio::time::sleep(wake) => {}
+                _ = self.runtime.queue_wake.notified() => {}
+                _ = finished.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Attempts in progress get the grace period; the rest stay stored and are taken up
+        // again (after their lease) by the next process.
+        let drained = tokio::time::timeout(self.grace_period, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = attempts.len(),
+                "queue attempts still in progress at shutdown; they are retried after their lease"
+            );
+        }
+    }
+}
+
+impl Worker {
+    /// Removes delivered and dead deliveries older than the longest `retention` of any queue
+    /// route (the store's purge index is not per route), and expired keys, in small batches.
+    async fn purge(&self, active: &ActiveConfig) {
+        let retention = active
+            .gateway
+            .route_order
+            .iter()
+            .filter_map(|r| match &r.mode {
+                Mode::Queue(q) => Some(q.policy.retention),
+                Mode::Forward { .. } => None,
+            })
+            .max();
+        let Some(retention) = retention else {
+            return;
+        };
+        let before = unix_ms(SystemTime::now()).saturating_sub(retention.as_millis() as u64);
+        loop {
+            match self.queue.purge(before, PURGE_BATCH).await {
+                Ok(n) if n == PURGE_BATCH => tokio::task::yield_now().await,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue purge failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One attempt at one destination, with what it needs to report.
+struct Attempt {
+    runtime: Arc<Runtime>,
+    queue: Arc<dyn Queue>,
+    active: Arc<ActiveConfig>,
+    route: Arc<Route>,
+    room: Arc<Room>,
+    finished: Arc<tokio::sync::Notify>,
+}
+
+impl Attempt {
+    async fn run(self, a: DueAttempt) {
+        let result = self.deliver(&a).await;
+        if let Err(e) = self.queue.record(result).await {
+            // Not recorded: the attempt is due again when its lease runs out.
+            tracing::error!(route = %self.route.name, destination = %a.destination, delivery_id = %a.id, error = %e, "cannot record a queue attempt");
+        }
+        self.room.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.finished.notify_one();
+    }
+
+    async fn deliver(&self, a: &DueAttempt) -> AttemptResult {
+        let rt = &self.runtime;
+        let route = &self.route;
+        let started = SystemTime::now();
+        let t = Instant::now();
+        let Mode::Queue(q) = &route.mode else {
+            return self.failed(a, started, t, None, "not a queue route".into());
+        };
+        let Some(link) = self.active.destination(route, &a.destination) else {
+            // The destination left the config: it waits, dead, for a retry by hand.
+            return self.failed(a, started, t, None, "destination not in the config".into());
+        };
+        let mut head = BytesMut::with_capacity(a.headers.len() + 128);
+        forward::write_request_line(&mut head, "POST", &a.target);
+        head.extend_from_slice(&a.headers);
+        let _ = write!(
+            head,
+            "Hookgate-Delivery-Id: {}\r\nHookgate-Attempt: {}\r\n",
+            a.id, a.attempt
+        );
+        forward::end_head(&mut head, a.body.len());
+        let exchanged = forward::exchange(&rt.connector, link, head, a.body.clone()).await;
+        let labels = |result: &str| {
+            rt.metrics
+                .delivery_attempts
+                .with_label_values(&[&*route.name, a.destination.as_str(), result])
+                .inc();
+        };
+        match exchanged {
+            Ok(answer) if answer.header.status.is_success() => {
+                let status = answer.header.status.as_u16();
+                labels("2xx");
+                rt.metrics
+                    .deliveries
+                    .with_label_values(&[&*route.name, a.destination.as_str(), "delivered"])
+                    .inc();
+                let lag = unix_ms(SystemTime::now()).saturating_sub(a.received_ms);
+                rt.metrics
+                    .delivery_lag
+                    .with_label_values(&[&*route.name, a.destination.as_str()])
+                    .observe(lag as f64 / 1000.0);
+                AttemptResult {
+                    id: a.id,
+                    destination: a.destination.clone(),
+                    attempt: a.attempt,
+                    started_ms: unix_ms(started),
+                    duration_ms: t.elapsed().as_millis() as u64,
+                    status: Some(status),
+                    error: None,
+                    next: None,
+                }
+            }
+            Ok(answer) => {
+                let status = answer.header.status.as_u16();
+                labels(status_class(status));
+                let retry_after = matches!(status, 429 | 503)
+                    .then(|| answer.header.headers.get(http::header::RETRY_AFTER))
+                    .flatten()
+                    .and_then(|v| schedule::parse_retry_after(v.as_bytes()));
+                self.failed(
+                    a,
+                    started,
+                    t,
+                    Some(status),
+                    format!("the app answered {status}"),
+                )
+                .with_policy(&q.policy, a, retry_after, rt, route)
+            }
+            Err(r) => {
+                let what = if r == Rejection::UpstreamTimeout {
+                    "timeout"
+                } else {
+                    "unavailable"
+                };
+                labels(what);
+                self.failed(a, started, t, None, what.to_string())
+                    .with_policy(&q.policy, a, None, rt, route)
+            }
+        }
+    }
+
+    /// A failed attempt, dead unless `with_policy` schedules the next one.
+    fn failed(
+        &self,
+        a: &DueAttempt,
+        started: SystemTime,
+        t: Instant,
+        status: Option<u16>,
+        error: String,
+    ) -> AttemptResult {
+        AttemptResult {
+            id: a.id,
+            destination: a.destination.clone(),
+            attempt: a.attempt,
+            started_ms: unix_ms(started),
+            duration_ms: t.elapsed().as_millis() as u64,
+            status,
+            error: Some(error),
+            next: Some(None),
+        }
+    }
+}
+
+impl AttemptResult {
+    /// Schedules the next attempt by the route's policy, or leaves it dead (counted) after the
+    /// last delay.
+    fn with_policy(
+        mut self,
+        policy: &DeliveryPolicy,
+        a: &DueAttempt,
+        retry_after: Option<Duration>,
+        rt: &Runtime,
+        route: &Route,
+    ) -> Self {
+        let now = unix_ms(SystemTime::now());
+        let next = schedule::next_attempt(policy, a.scheduled, now, retry_after, rand::random());
+        if next.is_none() {
+            rt.metrics
+                .deliveries
+                .with_label_values(&[&*route.name, a.destination.as_str(), "dead"])
+                .inc();
+            tracing::warn!(route = %route.name, destination = %a.destination, delivery_id = %a.id, attempts = a.attempt, "queued delivery is dead after its last retry");
+        }
+        self.next = Some(next);
+        self
+    }
+}
