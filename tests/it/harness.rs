@@ -54,6 +54,8 @@ pub fn delivery(event: &str, job: &str) -> Vec<u8> {
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When the request's body had fully arrived.
+    pub at: Instant,
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
@@ -74,6 +76,8 @@ impl Received {
 pub struct Reply {
     pub status: u16,
     pub delay: Duration,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 pub struct Upstream {
@@ -85,7 +89,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// An upstream on `addr` (an app coming back on its old address).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Upstream {
             addr,
@@ -94,6 +103,7 @@ impl Upstream {
             default: Arc::new(Mutex::new(Reply {
                 status: 200,
                 delay: Duration::ZERO,
+                retry_after: None,
             })),
         };
         let (received, script, default) =
@@ -121,14 +131,36 @@ impl Upstream {
     }
 
     pub fn then(&self, status: u16, delay: Duration) {
-        self.script
-            .lock()
-            .unwrap()
-            .push_back(Reply { status, delay });
+        self.script.lock().unwrap().push_back(Reply {
+            status,
+            delay,
+            retry_after: None,
+        });
+    }
+
+    /// The next answer is `status` with `Retry-After: secs`.
+    pub fn then_retry_after(&self, status: u16, secs: u64) {
+        self.script.lock().unwrap().push_back(Reply {
+            status,
+            delay: Duration::ZERO,
+            retry_after: Some(secs),
+        });
     }
 
     pub fn always(&self, status: u16, delay: Duration) {
-        *self.default.lock().unwrap() = Reply { status, delay };
+        *self.default.lock().unwrap() = Reply {
+            status,
+            delay,
+            retry_after: None,
+        };
+    }
+
+    /// What was received with this header value (e.g. a `Hookgate-Delivery-Id`).
+    pub fn received_with(&self, name: &str, value: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.header(name) == Some(value))
+            .collect()
     }
 }
 
@@ -183,6 +215,7 @@ async fn serve(
         }
         let body: Vec<u8> = buf.drain(..len).collect();
         received.lock().unwrap().push(Received {
+            at: Instant::now(),
             method,
             target,
             headers,
@@ -195,8 +228,11 @@ async fn serve(
             .unwrap_or_else(|| default.lock().unwrap().clone());
         tokio::time::sleep(reply.delay).await;
         let out = format!("{{\"upstream_status\":{}}}", reply.status);
+        let retry_after = reply
+            .retry_after
+            .map_or_else(String::new, |s| format!("Retry-After: {s}\r\n"));
         let resp = format!(
-            "HTTP/1.1 {} Answer\r\nContent-Type: application/json\r\nX-Upstream: recorded\r\nContent-Length: {}\r\n\r\n{}",
+            "HTTP/1.1 {} Answer\r\nContent-Type: application/json\r\nX-Upstream: recorded\r\n{retry_after}Content-Length: {}\r\n\r\n{}",
             reply.status,
             out.len(),
             out
@@ -260,6 +296,7 @@ impl Drop for PrivateRedis {
 
 pub struct Gateway {
     child: Child,
+    env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub http: u16,
@@ -335,18 +372,14 @@ impl Gateway {
             .replace("SCHEMA", &schema.to_string_lossy());
         let config = dir.path().join("hookgate.yaml");
         std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
-        cmd.args(["--log-format", "json", "run", "-c"]).arg(&config);
-        cmd.stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(&config, dir.path(), &env);
         let gw = Gateway {
             child,
+            env,
             dir,
             config,
             http,
@@ -355,6 +388,23 @@ impl Gateway {
         };
         gw.wait_healthy().await;
         gw
+    }
+
+    /// kill -9: no shutdown, no flush, nothing but what is on disk survives.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the gateway with SIGKILL and starts it again on the same config and ports.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.child = spawn(&self.config, self.dir.path(), &self.env);
+        self.wait_healthy().await;
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
     }
 
     pub async fn wait_healthy(&self) {
@@ -466,6 +516,24 @@ impl Gateway {
     }
 }
 
+/// Starts the binary on `config`, its output appended to `dir`/gateway.log.
+fn spawn(config: &Path, dir: &Path, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+    cmd.args(["--log-format", "json", "run", "-c"]).arg(config);
+    cmd.stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -499,8 +567,13 @@ pub async fn answer(resp: reqwest::Response) -> (u16, String, serde_json::Value)
 }
 
 /// Polls `cond` until true or the deadline.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(10), cond).await;
+}
+
+/// Polls `cond` until true or `limit` has passed.
+pub async fn eventually_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -10,5 +10,6 @@ mod idempotency;
 mod observability;
 mod operations;
 mod providers;
+mod queue;
 mod redis;
 mod simulation;

@@ -232,22 +232,39 @@ async fn outage_under_allow_forwards_without_dedupe() {
     );
 }
 
-#[test]
-fn unreachable_redis_is_a_clear_startup_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("c.yaml");
-    let text = format!(
-        "listen: [{{ addr: \"127.0.0.1:{}\" }}]\nstore: {{ url: \"redis://127.0.0.1:{}/0\" }}\nroutes:\n  - name: r\n    path: /r\n    upstream: \"http://127.0.0.1:1\"\n",
-        free_port(),
-        free_port()
+#[tokio::test]
+async fn a_redis_down_at_start_does_not_stop_the_gateway() {
+    // PRODUCT.md §7: serve, answer per on_error, report not ready, recover by itself.
+    let up = Upstream::start().await;
+    let port = free_port();
+    let config = format!(
+        "{}routes:\n{}",
+        store(&format!("redis://127.0.0.1:{port}/0"), "it", "reject"),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
     );
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["run", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("store.url") && err.contains("Redis"), "{err}");
+    let gw = Gateway::start(&config).await;
+    let url = gw.http_url("/webhooks/imggo");
+    let ready = || async {
+        reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 503);
+    let (status, code, _) = answer(post_signed(&url, &delivery("job.completed", "s1")).await).await;
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    assert_eq!(up.count(), 0);
+
+    let _redis = PrivateRedis::start_on(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while post_signed(&url, &delivery("job.completed", "s1")).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not connect once Redis came up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready().await, 200);
+    assert_eq!(up.count(), 1);
 }

@@ -1,0 +1,343 @@
+//! Queue mode (PRODUCT.md §9): accepted durably, delivered in the background to every destination
+//! with retries, dead after the last delay, nothing lost across kill -9. Retry delays are scaled
+//! down to milliseconds; the logic is the production one.
+
+use crate::harness::*;
+use std::time::{Duration, Instant};
+
+/// A queue route `q` on `/webhooks/q` fanning out to `app` (every event) and `analytics`
+/// (job.completed only), on a file store in the test's folder.
+pub fn queue_config(app: &str, analytics: &str, delivery: &str) -> String {
+    format!(
+        r#"store:
+  url: "file:state.db"
+routes:
+  - name: q
+    path: /webhooks/q
+    mode: queue
+    https_only: false
+    upstreams:
+      - name: app
+        url: "{app}"
+      - name: analytics
+        url: "{analytics}"
+        events: [job.completed]
+    signature: {{ scheme: imggo, secrets: ["{SECRET}"] }}
+    schema: SCHEMA
+    events: {{ pointer: /event, allow: [job.completed, job.failed] }}
+    idempotency: {{ key: ["/event", "/job_id"] }}
+    delivery:
+{delivery}"#
+    )
+}
+
+const FAST: &str = "      timeout: 2s\n      retry: [100ms, 200ms, 300ms]\n      jitter: 0%\n";
+
+/// Posts a signed delivery and returns (status, code or status field, delivery id).
+pub async fn queue(gw: &Gateway, body: &[u8]) -> (u16, String, Option<String>) {
+    let (status, code, json) = answer(post_signed(&gw.http_url("/webhooks/q"), body).await).await;
+    let id = json["delivery_id"].as_str().map(str::to_string);
+    (status, code, id)
+}
+
+#[tokio::test]
+async fn a_queued_delivery_reaches_each_destination_its_event_goes_to() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), FAST)).await;
+
+    let completed = delivery("job.completed", "j1");
+    let (status, code, id) = queue(&gw, &completed).await;
+    assert_eq!((status, code.as_str()), (200, "queued"));
+    let id = id.expect("a queued answer names its delivery_id");
+    let failed = delivery("job.failed", "j2");
+    let (_, _, failed_id) = queue(&gw, &failed).await;
+    let failed_id = failed_id.unwrap();
+
+    eventually("both deliveries at the app", || app.count() == 2).await;
+    eventually("the completed one at analytics", || analytics.count() == 1).await;
+    let at_app = app.received_with("Hookgate-Delivery-Id", &id);
+    assert_eq!(at_app.len(), 1);
+    assert_eq!(at_app[0].body, completed, "the exact body bytes");
+    assert_eq!(at_app[0].method, "POST");
+    assert_eq!(at_app[0].target, "/webhooks/q");
+    assert_eq!(at_app[0].header("Hookgate-Attempt"), Some("1"));
+    assert!(at_app[0].header("X-ImgGo-Signature").is_some(), "the app can verify it itself");
+    assert_eq!(at_app[0].header("X-Forwarded-For"), Some("127.0.0.1"));
+    assert!(at_app[0].header("traceparent").is_some());
+    assert_eq!(
+        analytics.received()[0].header("Hookgate-Delivery-Id"),
+        Some(id.as_str())
+    );
+    assert_eq!(app.received_with("Hookgate-Delivery-Id", &failed_id).len(), 1);
+
+    // A redelivery of an accepted key, whatever became of it.
+    let resp = post_signed(&gw.http_url("/webhooks/q"), &completed).await;
+    assert_eq!(resp.headers()["idempotent-replayed"], "true");
+    let (status, code, _) = answer(resp).await;
+    assert_eq!((status, code.as_str()), (200, "already_processed"));
+
+    // The same refusals as a forward route, and nothing of them stored.
+    let resp = client()
+        .post(gw.http_url("/webhooks/q"))
+        .header("X-ImgGo-Signature", "00")
+        .body(delivery("job.completed", "j3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(resp).await.1, "signature_invalid");
+
+    eventually_metric(&gw, "hookgate_deliveries_total", &[("route", "q"), ("destination", "app"), ("outcome", "delivered")], 2.0).await;
+    let queued = [("route", "q"), ("outcome", "queued")];
+    assert_eq!(gw.metric("hookgate_requests_total", &queued).await, 2.0);
+    let to_analytics = [("route", "q"), ("destination", "analytics"), ("result", "2xx")];
+    assert_eq!(gw.metric("hookgate_delivery_attempts_total", &to_analytics).await, 1.0);
+    let pending = [("route", "q"), ("destination", "app"), ("state", "pending")];
+    assert_eq!(gw.metric("hookgate_queue_deliveries", &pending).await, 0.0);
+}
+
+/// Polls a metric until it reaches `want`.
+pub async fn eventually_metric(gw: &Gateway, name: &str, labels: &[(&str, &str)], want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = gw.metric(name, labels).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}{labels:?} is {got}, wanted {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_destination_is_retried_without_delaying_the_other() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.then(500, Duration::ZERO);
+    app.then(503, Duration::ZERO);
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), FAST)).await;
+    let (_, _, id) = queue(&gw, &delivery("job.completed", "r1")).await;
+    let id = id.unwrap();
+
+    eventually("analytics at once", || analytics.count() == 1).await;
+    eventually("the app after two retries", || app.count() == 3).await;
+    let attempts: Vec<_> = app
+        .received_with("Hookgate-Delivery-Id", &id)
+        .iter()
+        .map(|r| r.header("Hookgate-Attempt").unwrap().to_string())
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    let got = app.received();
+    // The waits are the retry delays (100ms, then 200ms), never shorter.
+    assert!(got[1].at - got[0].at >= Duration::from_millis(100));
+    assert!(got[2].at - got[1].at >= Duration::from_millis(200));
+    assert!(analytics.received()[0].at <= got[1].at, "analytics did not wait for the app's retries");
+
+    // The delivery log shows every attempt.
+    eventually_metric(&gw, "hookgate_deliveries_total", &[("route", "q"), ("destination", "app"), ("outcome", "delivered")], 1.0).await;
+    let detail: serde_json::Value = client()
+        .get(gw.admin_url(&format!("/api/deliveries/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["state"], "delivered");
+    let statuses: Vec<_> = detail["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["destination"] == "app")
+        .map(|a| a["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [500, 503, 200]);
+}
+
+#[tokio::test]
+async fn retry_after_on_503_is_honoured_when_longer() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.then_retry_after(503, 2);
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), FAST)).await;
+    queue(&gw, &delivery("job.failed", "ra1")).await;
+    eventually("the retry", || app.count() == 2).await;
+    let got = app.received();
+    let waited = got[1].at - got[0].at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, before Retry-After: 2");
+}
+
+#[tokio::test]
+async fn past_the_last_delay_a_destination_is_dead_until_retried_by_hand() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let delivery_cfg = "      timeout: 2s\n      retry: [50ms]\n      jitter: 0%\n";
+    let body = format!("  token: \"t0ken\"\n{}", queue_config(&app.url(), &analytics.url(), delivery_cfg));
+    let gw = Gateway::start(&body).await;
+    let (_, _, id) = queue(&gw, &delivery("job.failed", "d1")).await;
+    let id = id.unwrap();
+
+    eventually_metric(&gw, "hookgate_deliveries_total", &[("route", "q"), ("destination", "app"), ("outcome", "dead")], 1.0).await;
+    assert_eq!(app.count(), 2, "the first attempt and one retry, then dead");
+    eventually_metric(&gw, "hookgate_queue_deliveries", &[("route", "q"), ("destination", "app"), ("state", "dead")], 1.0).await;
+
+    let api = |path: &str| gw.admin_url(path);
+    let auth = |r: reqwest::RequestBuilder| r.header("Authorization", "Bearer t0ken");
+    let list: serde_json::Value = auth(client().get(api("/api/deliveries?state=dead")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["deliveries"][0]["id"], id.as_str());
+    assert_eq!(list["deliveries"][0]["state"], "dead");
+
+    // Without the token: 401; with it: requeued, attempted again now.
+    let refused = client().post(api(&format!("/api/deliveries/{id}/retry"))).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    app.always(200, Duration::ZERO);
+    let requeued = auth(client().post(api(&format!("/api/deliveries/{id}/retry"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(requeued.status(), 202);
+    let n: serde_json::Value = requeued.json().await.unwrap();
+    assert_eq!(n["requeued"], 1);
+    eventually("the hand retry at the app", || app.count() == 3).await;
+    assert_eq!(app.received()[2].header("Hookgate-Attempt"), Some("3"));
+    eventually_metric(&gw, "hookgate_queue_deliveries", &[("route", "q"), ("destination", "app"), ("state", "dead")], 0.0).await;
+}
+
+#[tokio::test]
+async fn nothing_accepted_is_lost_across_kill_9() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    // Slow answers, so kills land while attempts are in progress too.
+    app.always(200, Duration::from_millis(30));
+    let cfg = "      timeout: 1s\n      retry: [100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms]\n";
+    let mut gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
+    let mut accepted = Vec::new();
+    let mut refused_during_kill = 0;
+    for round in 0..4 {
+        let sender = {
+            let url = gw.http_url("/webhooks/q");
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..40 {
+                    let body = delivery("job.completed", &format!("k{round}-{i}"));
+                    match client().post(&url).header("X-ImgGo-Signature", imggo_signature(&body)).body(body).send().await {
+                        Ok(resp) => {
+                            let (status, _, json) = answer(resp).await;
+                            if status == 200 {
+                                got.push(json["delivery_id"].as_str().unwrap().to_string());
+                            }
+                        }
+                        Err(_) => return (got, true),
+                    }
+                }
+                (got, false)
+            })
+        };
+        // Kill at a moment that varies per round, while deliveries stream in.
+        tokio::time::sleep(Duration::from_millis(60 + 70 * round)).await;
+        gw.restart().await;
+        let (got, cut) = sender.await.unwrap();
+        refused_during_kill += usize::from(cut);
+        accepted.extend(got);
+    }
+    assert!(accepted.len() >= 40, "only {} accepted", accepted.len());
+    assert!(refused_during_kill > 0 || accepted.len() < 160, "no kill landed during the stream");
+    eventually_within("every accepted delivery at the app", Duration::from_secs(60), || {
+        let received = app.received();
+        accepted.iter().all(|id| received.iter().any(|r| r.header("Hookgate-Delivery-Id") == Some(id)))
+    })
+    .await;
+    eventually_within("and at analytics", Duration::from_secs(60), || {
+        let received = analytics.received();
+        accepted.iter().all(|id| received.iter().any(|r| r.header("Hookgate-Delivery-Id") == Some(id)))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deliveries_wait_while_the_app_is_down_and_arrive_when_it_is_back() {
+    // The app's address: bound (so nobody else takes the port) but not listening yet.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let analytics = Upstream::start().await;
+    let cfg = "      timeout: 1s\n      retry: [100ms, 200ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms]\n";
+    let mut gw = Gateway::start(&queue_config(&format!("http://{addr}"), &analytics.url(), cfg)).await;
+    let (_, _, id) = queue(&gw, &delivery("job.failed", "down1")).await;
+    let id = id.unwrap();
+    eventually_metric(&gw, "hookgate_delivery_attempts_total", &[("route", "q"), ("destination", "app"), ("result", "unavailable")], 2.0).await;
+    // The gateway restarts meanwhile; the delivery is still due.
+    gw.restart().await;
+    let app = Upstream::start_on(addr).await;
+    eventually_within("the delivery once the app is back", Duration::from_secs(20), || {
+        app.received_with("Hookgate-Delivery-Id", &id).len() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_forward_route_on_the_file_store_remembers_keys_across_a_restart() {
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "store:\n  url: \"file:state.db\"\nroutes:\n{}",
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let mut gw = Gateway::start(&cfg).await;
+    let body = delivery("job.completed", "fwd1");
+    assert_eq!(answer(post_signed(&gw.http_url("/webhooks/imggo"), &body).await).await.0, 200);
+    gw.restart().await;
+    let (status, code, _) = answer(post_signed(&gw.http_url("/webhooks/imggo"), &body).await).await;
+    assert_eq!((status, code.as_str()), (200, "already_processed"));
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn max_in_flight_and_rate_hold_at_the_app() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(200, Duration::from_millis(100));
+    let cfg = "      max_in_flight: 1\n";
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
+    for i in 0..5 {
+        queue(&gw, &delivery("job.failed", &format!("mif{i}"))).await;
+    }
+    eventually("five at the app", || app.count() == 5).await;
+    let at: Vec<Instant> = app.received().iter().map(|r| r.at).collect();
+    for pair in at.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(95), "two attempts overlapped: {:?}", pair[1] - pair[0]);
+    }
+
+    let app = Upstream::start().await;
+    let cfg = "      rate: 4/s\n";
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
+    for i in 0..12 {
+        queue(&gw, &delivery("job.failed", &format!("rate{i}"))).await;
+    }
+    eventually("twelve at the app", || app.count() == 12).await;
+    let at: Vec<Instant> = app.received().iter().map(|r| r.at).collect();
+    let spread = at[11] - at[0];
+    // A burst of 4, then 8 more at 4 per second: at least ~2 s.
+    assert!(spread >= Duration::from_millis(1800), "12 attempts in {spread:?} at 4/s");
+}
+
+#[tokio::test]
+async fn max_queued_answers_queue_full_and_the_sender_keeps_it() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let cfg = "      retry: [10s]\n      max_queued: 2\n";
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
+    assert_eq!(queue(&gw, &delivery("job.failed", "f1")).await.1, "queued");
+    assert_eq!(queue(&gw, &delivery("job.failed", "f2")).await.1, "queued");
+    let resp = post_signed(&gw.http_url("/webhooks/q"), &delivery("job.failed", "f3")).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, code, _) = answer(resp).await;
+    assert_eq!((status, code.as_str()), (503, "queue_full"));
+}
