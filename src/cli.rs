@@ -207,4 +207,3 @@ fn serves_self_signed(c: &Config) -> bool {
         .iter()
         .any(|l| matches!(l.tls, Some(ListenerTls::SelfSigned)))
 }
-

@@ -173,7 +173,9 @@ pub enum Answer {
     /// The key was already delivered: 200 + `Idempotent-Replayed: true`.
     AlreadyProcessed,
     /// Stored durably for background delivery (queue routes).
-    Queued { delivery_id: String },
+    Queued {
+        delivery_id: String,
+    },
 }
 
 impl From<Rejection> for Answer {

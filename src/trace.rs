@@ -108,7 +108,12 @@ mod tests {
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             b"garbage",
         ] {
-            assert_eq!(Traceparent::parse(Some(bad)), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                Traceparent::parse(Some(bad)),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let future = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
         assert!(Traceparent::parse(Some(future)).is_some());

@@ -82,8 +82,11 @@ fn run_inner(args: &Args) -> Result<(), String> {
             limit,
         } => {
             let mut q = vec![format!("limit={limit}")];
-            for (name, value) in [("route", route), ("state", state), ("destination", destination)]
-            {
+            for (name, value) in [
+                ("route", route),
+                ("state", state),
+                ("destination", destination),
+            ] {
                 if let Some(v) = value {
                     q.push(format!("{name}={}", encode(v)));
                 }
@@ -121,7 +124,8 @@ fn run_inner(args: &Args) -> Result<(), String> {
             headers.push(("Authorization".to_string(), format!("Bearer {token}")));
         }
     }
-    let (status, body) = http::request(method, &format!("{base}{path}"), headers, Vec::new(), false)?;
+    let (status, body) =
+        http::request(method, &format!("{base}{path}"), headers, Vec::new(), false)?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))?;
     if !(200..300).contains(&status) {
@@ -130,7 +134,10 @@ fn run_inner(args: &Args) -> Result<(), String> {
         return Err(format!("HTTP {status} {code}: {message}"));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
         return Ok(());
     }
     match &args.action {
@@ -229,14 +236,28 @@ fn print_detail(d: &Value) {
         .into_iter()
         .flatten()
         .map(|x| {
-            ["name", "state", "attempts", "next_attempt_at", "last_status", "last_error"]
-                .iter()
-                .map(|f| cell(&x[*f]))
-                .collect()
+            [
+                "name",
+                "state",
+                "attempts",
+                "next_attempt_at",
+                "last_status",
+                "last_error",
+            ]
+            .iter()
+            .map(|f| cell(&x[*f]))
+            .collect()
         })
         .collect();
     table(
-        &["DESTINATION", "STATE", "ATTEMPTS", "NEXT", "LAST STATUS", "LAST ERROR"],
+        &[
+            "DESTINATION",
+            "STATE",
+            "ATTEMPTS",
+            "NEXT",
+            "LAST STATUS",
+            "LAST ERROR",
+        ],
         &rows,
     );
     println!();
@@ -245,10 +266,17 @@ fn print_detail(d: &Value) {
         .into_iter()
         .flatten()
         .map(|a| {
-            ["n", "destination", "started_at", "duration_ms", "status", "error"]
-                .iter()
-                .map(|f| cell(&a[*f]))
-                .collect()
+            [
+                "n",
+                "destination",
+                "started_at",
+                "duration_ms",
+                "status",
+                "error",
+            ]
+            .iter()
+            .map(|f| cell(&a[*f]))
+            .collect()
         })
         .collect();
     table(

@@ -235,9 +235,9 @@ pub fn compile(
         }
     }
 
-    let queued = route_order
-        .iter()
-        .find(|r| matches!(r.mode, Mode::Queue(_)));
+    // Checked on what the file says, so they are reported alongside a queue route's other
+    // problems.
+    let queued = raw.routes.iter().find(|r| r.mode == Some(RawMode::Queue));
     if let Some(r) = queued {
         if !store.url.is_durable() {
             cx.err(
@@ -331,7 +331,10 @@ fn store(cx: &mut Ctx<'_>, raw: Option<&RawStore>) -> StoreSettings {
         StoreUrl::Memory
     } else if let Some(path) = url_text.strip_prefix("file:") {
         if path.is_empty() {
-            cx.err("store.url", "file: needs a path, e.g. file:/var/lib/hookgate/state.db");
+            cx.err(
+                "store.url",
+                "file: needs a path, e.g. file:/var/lib/hookgate/state.db",
+            );
         }
         StoreUrl::File(cx.resolve(path))
     } else if url_text.starts_with("postgres://") || url_text.starts_with("postgresql://") {
@@ -462,11 +465,17 @@ fn mode(cx: &mut Ctx<'_>, at: &str, r: &RawRoute, upstream_timeout: Duration) ->
                 ("delivery", r.delivery.is_some()),
             ] {
                 if set {
-                    cx.err(format!("{at}.{field}"), "only a queue route (mode: queue) has this");
+                    cx.err(
+                        format!("{at}.{field}"),
+                        "only a queue route (mode: queue) has this",
+                    );
                 }
             }
             let Some(text) = &r.upstream else {
-                cx.err(format!("{at}.upstream"), "a forward route needs an upstream URL");
+                cx.err(
+                    format!("{at}.upstream"),
+                    "a forward route needs an upstream URL",
+                );
                 return None;
             };
             let upstream = upstream(cx, &format!("{at}.upstream"), text)?;
@@ -536,7 +545,10 @@ fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> Deliv
         cx.err(format!("{at}.timeout"), "must be more than 0");
     }
     let retry = match d.and_then(|d| d.retry.as_ref()) {
-        None => DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect(),
+        None => DEFAULT_RETRY
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
         Some(list) => list
             .iter()
             .enumerate()

@@ -113,7 +113,10 @@ impl Route {
 /// How a route hands on a clean delivery.
 pub enum Mode {
     /// Proxy it to the app now and relay the app's answer.
-    Forward { upstream: Upstream, timeout: Duration },
+    Forward {
+        upstream: Upstream,
+        timeout: Duration,
+    },
     /// Store it durably, answer `queued`, deliver in the background.
     Queue(Queue),
 }

@@ -124,21 +124,10 @@ mod tests {
         let body = json!({"event": "job.completed", "job_id": "j1", "other": 1});
         let same = json!({"other": 2, "job_id": "j1", "event": "job.completed"});
         let k1 = key(&a, &HeaderMap::new(), Some(&body)).unwrap();
-        assert_eq!(
-            k1,
-            key(&a, &HeaderMap::new(), Some(&same)).unwrap()
-        );
-        assert_ne!(
-            k1.id,
-            key(&b, &HeaderMap::new(), Some(&body))
-                .unwrap()
-                .id
-        );
+        assert_eq!(k1, key(&a, &HeaderMap::new(), Some(&same)).unwrap());
+        assert_ne!(k1.id, key(&b, &HeaderMap::new(), Some(&body)).unwrap().id);
         let other = json!({"event": "job.failed", "job_id": "j1"});
-        assert_ne!(
-            k1,
-            key(&a, &HeaderMap::new(), Some(&other)).unwrap()
-        );
+        assert_ne!(k1, key(&a, &HeaderMap::new(), Some(&other)).unwrap());
     }
 
     #[test]

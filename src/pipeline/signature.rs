@@ -22,9 +22,9 @@ pub fn check(
 /// Refuses a head that carries none of the scheme's signature headers, before the body is read.
 pub fn check_present(scheme: Option<&dyn Scheme>, headers: &HeaderMap) -> Result<(), Rejection> {
     match scheme {
-        Some(s) if !s.signature_present(headers) => {
-            Err(Rejection::Signature(crate::signature::SignatureError::Missing))
-        }
+        Some(s) if !s.signature_present(headers) => Err(Rejection::Signature(
+            crate::signature::SignatureError::Missing,
+        )),
         _ => Ok(()),
     }
 }

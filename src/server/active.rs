@@ -24,8 +24,8 @@ pub struct RouteState {
 }
 
 pub enum Target {
-    /// A forward route's app.
-    Forward(UpstreamLink),
+    /// A forward route's app (boxed: a link is large, a queue route's list is not).
+    Forward(Box<UpstreamLink>),
     /// A queue route's destinations, in config order.
     Queue(Vec<UpstreamLink>),
 }
@@ -39,7 +39,7 @@ impl ActiveConfig {
                 let name: &str = &r.name;
                 let target = match &r.mode {
                     Mode::Forward { upstream, timeout } => {
-                        Target::Forward(UpstreamLink::new(upstream, *timeout))
+                        Target::Forward(Box::new(UpstreamLink::new(upstream, *timeout)))
                     }
                     Mode::Queue(q) => Target::Queue(
                         q.destinations
@@ -63,7 +63,7 @@ impl ActiveConfig {
     /// Every upstream link (for the idle-connection sweep).
     pub fn links(&self) -> impl Iterator<Item = &UpstreamLink> {
         self.routes.iter().flat_map(|r| match &r.target {
-            Target::Forward(link) => std::slice::from_ref(link),
+            Target::Forward(link) => std::slice::from_ref(&**link),
             Target::Queue(links) => links.as_slice(),
         })
     }

@@ -43,7 +43,13 @@ pub async fn forward(
         None => {}
     }
     if let (Some(key), Some(token)) = (key, claim) {
-        settle(rt, key, token, status.is_some_and(|s| (200..300).contains(&s))).await;
+        settle(
+            rt,
+            key,
+            token,
+            status.is_some_and(|s| (200..300).contains(&s)),
+        )
+        .await;
     }
     result.map_err(Answer::Reject)
 }
@@ -97,10 +103,7 @@ pub async fn timed<T>(
     let result = operation.await;
     metrics.store_op(op).observe(t.elapsed().as_secs_f64());
     if let Err(e) = &result {
-        metrics
-            .store_errors
-            .with_label_values(&[op.label()])
-            .inc();
+        metrics.store_errors.with_label_values(&[op.label()]).inc();
         tracing::warn!(operation = op.label(), error = %e, "store operation failed");
     }
     result

@@ -33,7 +33,11 @@ fn error(status: u16, code: &str, message: &str) -> ApiAnswer {
 
 /// Who may do what: with a token, every call needs it; without one, reads are open and writes
 /// refused.
-pub fn authorize(token: Option<&str>, authorization: Option<&[u8]>, method: &Method) -> Option<ApiAnswer> {
+pub fn authorize(
+    token: Option<&str>,
+    authorization: Option<&[u8]>,
+    method: &Method,
+) -> Option<ApiAnswer> {
     match token {
         Some(expected) => {
             let given = authorization
@@ -89,7 +93,11 @@ pub async fn serve(
     };
     result.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "delivery log request failed");
-        error(503, "store_unavailable", "The store is unavailable; retry later.")
+        error(
+            503,
+            "store_unavailable",
+            "The store is unavailable; retry later.",
+        )
     })
 }
 
@@ -191,9 +199,7 @@ async fn retry_route(queue: &dyn Queue, params: &Params) -> Served {
             "Bulk retry needs route=<name>&state=dead.",
         ));
     };
-    let n = queue
-        .retry_dead(route, unix_ms(SystemTime::now()))
-        .await?;
+    let n = queue.retry_dead(route, unix_ms(SystemTime::now())).await?;
     Ok(json(202, &serde_json::json!({ "requeued": n })))
 }
 
@@ -270,7 +276,12 @@ mod tests {
         assert!(authorize(None, None, &get).is_none());
         assert_eq!(authorize(None, None, &post).unwrap().status, 403);
         assert_eq!(authorize(Some("t"), None, &get).unwrap().status, 401);
-        assert_eq!(authorize(Some("t"), Some(b"Bearer x"), &get).unwrap().status, 401);
+        assert_eq!(
+            authorize(Some("t"), Some(b"Bearer x"), &get)
+                .unwrap()
+                .status,
+            401
+        );
         assert!(authorize(Some("t"), Some(b"Bearer t"), &post).is_none());
     }
 }

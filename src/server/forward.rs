@@ -5,8 +5,8 @@
 use super::pool::Pool;
 use crate::config::Upstream;
 use crate::pipeline::Client;
-use crate::trace::Traceparent;
 use crate::rejection::Rejection;
+use crate::trace::Traceparent;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderName;
 use pingora_core::connectors::TransportConnector;
@@ -88,15 +88,12 @@ const CLIENT_CLAIMS: &[&[u8]] = &[
 /// `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`).
 fn underscored_forwarding_header(name: &[u8]) -> bool {
     name.contains(&b'_')
-        && CLIENT_CLAIMS
-            .iter()
-            .chain(SET_BY_GATEWAY)
-            .any(|h| {
-                h.len() == name.len()
-                    && h.iter().zip(name).all(|(a, b)| {
-                        a.eq_ignore_ascii_case(b) || (*a == b'-' && *b == b'_')
-                    })
-            })
+        && CLIENT_CLAIMS.iter().chain(SET_BY_GATEWAY).any(|h| {
+            h.len() == name.len()
+                && h.iter()
+                    .zip(name)
+                    .all(|(a, b)| a.eq_ignore_ascii_case(b) || (*a == b'-' && *b == b'_'))
+        })
 }
 
 /// The request line the app receives: the same method, path and query, always HTTP/1.1.
@@ -336,8 +333,10 @@ mod tests {
             https: true,
             peer_trusted,
         };
-        let trace = Traceparent::parse(Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"))
-            .unwrap();
+        let trace = Traceparent::parse(Some(
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ))
+        .unwrap();
         let wire = upstream_head(
             req,
             &client,
@@ -413,7 +412,10 @@ mod tests {
         assert!(untrusted.contains("X_Custom_Thing: kept"), "{untrusted}");
         let trusted = head(&req, true);
         for (name, value) in claims {
-            assert!(trusted.contains(&format!("{name}: {value}\r\n")), "{trusted}");
+            assert!(
+                trusted.contains(&format!("{name}: {value}\r\n")),
+                "{trusted}"
+            );
         }
     }
 
@@ -421,11 +423,15 @@ mod tests {
     fn a_valid_traceparent_is_kept_and_a_missing_one_made() {
         let req = downstream(&[
             ("Host", "h"),
-            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
             ("tracestate", "vendor=1"),
         ]);
         let kept = head(&req, false);
-        assert!(kept.contains("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"));
+        assert!(kept
+            .contains("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"));
         assert!(kept.contains("tracestate: vendor=1\r\n"));
         assert_eq!(kept.matches("traceparent").count(), 1);
 
@@ -434,14 +440,21 @@ mod tests {
             https: true,
             peer_trusted: false,
         };
-        let bad = downstream(&[("Host", "h"), ("traceparent", "garbage"), ("tracestate", "x=1")]);
+        let bad = downstream(&[
+            ("Host", "h"),
+            ("traceparent", "garbage"),
+            ("tracestate", "x=1"),
+        ]);
         let fresh = Traceparent::parse(bad.headers.get("traceparent").map(|v| v.as_bytes()))
-            .unwrap_or_else(Traceparent::new);
+            .unwrap_or_default();
         let wire = upstream_head(&bad, &client, "10.0.0.9".parse().unwrap(), "r", &fresh, 0);
         let wire = String::from_utf8(wire.to_vec()).unwrap();
         assert!(!wire.contains("garbage") && !wire.contains("x=1"), "{wire}");
-        let line = wire.lines().find(|l| l.starts_with("traceparent: ")).unwrap();
-        assert!(Traceparent::parse(Some(line["traceparent: ".len()..].as_bytes())).is_some());
+        let line = wire
+            .lines()
+            .find(|l| l.starts_with("traceparent: "))
+            .unwrap();
+        assert!(Traceparent::parse(Some(&line.as_bytes()["traceparent: ".len()..])).is_some());
     }
 
     #[test]

@@ -100,11 +100,7 @@ impl HttpServerApp for GatewayApp {
 }
 
 impl GatewayApp {
-    async fn handle(
-        &self,
-        session: &mut ServerSession,
-        deadline: tokio::time::Instant,
-    ) -> Ended {
+    async fn handle(&self, session: &mut ServerSession, deadline: tokio::time::Instant) -> Ended {
         let rt = &*self.runtime;
         let received_at = SystemTime::now();
         // In-flight requests keep the config they started with; a reload affects new ones.
@@ -258,16 +254,9 @@ impl GatewayApp {
             (Mode::Forward { .. }, Target::Forward(link)) => {
                 let head =
                     forward::upstream_head(req, &client, peer, &log.request_id, &trace, body.len());
-                let result = delivery::forward(
-                    rt,
-                    &route,
-                    state,
-                    link,
-                    checked.key.as_ref(),
-                    head,
-                    body,
-                )
-                .await;
+                let result =
+                    delivery::forward(rt, &route, state, link, checked.key.as_ref(), head, body)
+                        .await;
                 match result {
                     Ok(answer) => {
                         let status = answer.header.status.as_u16();
@@ -298,8 +287,13 @@ impl GatewayApp {
             }
             (Mode::Forward { .. }, Target::Queue(_)) => {
                 // The active config builds each route's target from its own mode.
-                self.reply(session, &log, Some(state), Rejection::UpstreamUnavailable.into())
-                    .await;
+                self.reply(
+                    session,
+                    &log,
+                    Some(state),
+                    Rejection::UpstreamUnavailable.into(),
+                )
+                .await;
                 Ended::Complete
             }
         }

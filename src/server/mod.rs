@@ -52,15 +52,26 @@ pub enum RunError {
     DevCertificate(String),
 }
 
-/// The stores the config names: idempotency keys, and the delivery queue where the store is
-/// durable. A Redis that does not answer yet does not stop the start (PRODUCT.md §7).
-pub fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Arc<dyn Queue>>), StoreError> {
+/// What the configured store offers: idempotency keys always, the delivery queue where it is
+/// durable.
+pub struct Stores {
+    pub keys: Arc<dyn Store>,
+    pub queue: Option<Arc<dyn Queue>>,
+}
+
+/// The stores the config names. A Redis that does not answer yet does not stop the start
+/// (PRODUCT.md §7).
+pub fn open_store(config: &Config) -> Result<Stores, StoreError> {
+    let only_keys = |keys: Arc<dyn Store>| Stores { keys, queue: None };
     Ok(match &config.store.url {
-        StoreUrl::Memory => (Arc::new(MemoryStore::new(config.store.max_keys)), None),
-        StoreUrl::Redis(url) => (Arc::new(RedisStore::connect(url, &config.store.prefix)?), None),
+        StoreUrl::Memory => only_keys(Arc::new(MemoryStore::new(config.store.max_keys))),
+        StoreUrl::Redis(url) => only_keys(Arc::new(RedisStore::connect(url, &config.store.prefix)?)),
         StoreUrl::File(path) => {
             let store = Arc::new(FileStore::open(path)?);
-            (store.clone(), Some(store))
+            Stores {
+                keys: store.clone(),
+                queue: Some(store),
+            }
         }
         StoreUrl::Postgres(_) => {
             return Err(StoreError::Failed(
@@ -73,7 +84,7 @@ pub fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Arc<dyn Que
 /// Serves `config` until a shutdown signal; with `upgrade`, takes the listening sockets over from
 /// the running process (Pingora's graceful upgrade) instead of binding them.
 pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
-    let (store, queue) = open_store(&config)?;
+    let Stores { keys: store, queue } = open_store(&config)?;
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime {
         active: ArcSwap::from_pointee(ActiveConfig::new(config.gateway.clone(), &metrics)),

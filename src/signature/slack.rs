@@ -28,7 +28,8 @@ impl Scheme for Slack {
     }
 
     fn signature_present(&self, headers: &HeaderMap) -> bool {
-        headers.contains_key("x-slack-signature") && headers.contains_key("x-slack-request-timestamp")
+        headers.contains_key("x-slack-signature")
+            && headers.contains_key("x-slack-request-timestamp")
     }
 
     fn verify(

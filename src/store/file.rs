@@ -17,8 +17,7 @@ use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -204,11 +203,7 @@ impl<'t> Tables<'t> {
     }
 
     fn set_claim(&mut self, key: u128, token: u128, expires_ms: u64) -> Result<(), StoreError> {
-        if let Some(old) = self
-            .claims
-            .insert(key, (token, expires_ms))
-            .map_err(err)?
-        {
+        if let Some(old) = self.claims.insert(key, (token, expires_ms)).map_err(err)? {
             let (_, old_expiry) = old.value();
             self.claim_expiry.remove((old_expiry, key)).map_err(err)?;
         }
@@ -337,7 +332,9 @@ impl Counts {
 
 /// What a writer op hands back to be sent once the commit's fate is known.
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Apply = Box<dyn for<'a, 't> FnOnce(&'a mut Tables<'t>, &'a mut Batch) -> Result<Reply, StoreError> + Send>;
+type Apply = Box<
+    dyn for<'a, 't> FnOnce(&'a mut Tables<'t>, &'a mut Batch) -> Result<Reply, StoreError> + Send,
+>;
 
 struct Op {
     durable: bool,
@@ -580,7 +577,9 @@ impl Store for FileStore {
         let id = key.id;
         self.write(false, move |t, _| {
             let now = unix_ms(SystemTime::now());
-            if t.claim_of(id, now)?.is_some_and(|(owner, _)| owner == token.0) {
+            if t.claim_of(id, now)?
+                .is_some_and(|(owner, _)| owner == token.0)
+            {
                 t.remove_claim(id)?;
             }
             Ok(())
@@ -623,9 +622,7 @@ impl Queue for FileStore {
             let mut payload = Vec::with_capacity(new.headers.len() + new.body.len());
             payload.extend_from_slice(&new.headers);
             payload.extend_from_slice(&new.body);
-            t.payloads
-                .insert(id.0, payload.as_slice())
-                .map_err(err)?;
+            t.payloads.insert(id.0, payload.as_slice()).map_err(err)?;
             let mut stored = StoredDelivery {
                 route: new.route.clone(),
                 received_ms: new.received_ms,

@@ -213,3 +213,71 @@ fn every_command_has_help() {
         assert!(top.contains(sub), "top-level help lacks {sub}");
     }
 }
+
+#[test]
+fn check_reports_queue_route_problems_by_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"listen: [{ addr: "127.0.0.1:18080" }]
+admin: { addr: "0.0.0.0:9090" }
+store: { url: "memory" }
+routes:
+  - name: q
+    path: /q
+    mode: queue
+    upstreams:
+      - { name: app, url: "http://127.0.0.1:5000" }
+      - { name: app, url: "http://127.0.0.1:5001" }
+    delivery:
+      retry: [30s, soon]
+      jitter: lots
+      rate: fast
+  - name: empty
+    path: /empty
+    mode: queue
+    upstreams: []
+"#;
+    let file = write(dir.path(), "queue.yaml", text);
+    let out = hookgate(&["check", "-c", &file], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "routes[q].upstreams[1].name: destination name \"app\" is used twice",
+        "routes[q].delivery.retry[1]: invalid duration \"soon\"",
+        "routes[q].delivery.jitter:",
+        "routes[q].delivery.rate:",
+        "routes[empty].upstreams: a queue route needs at least one destination",
+        "routes[q].mode: a queue route needs a durable store",
+        "admin.token: required when admin.addr is not loopback",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+
+    let ok = text
+        .replace("memory", "file:state.db")
+        .replace(
+            "name: app, url: \"http://127.0.0.1:5001\"",
+            "name: analytics, url: \"http://127.0.0.1:5001\"",
+        )
+        .replace("[30s, soon]", "[30s, 1m]")
+        .replace("lots", "10%")
+        .replace("rate: fast", "rate: 50/s")
+        .replace(
+            "upstreams: []",
+            "upstreams: [{ name: a, url: \"http://127.0.0.1:5002\" }]",
+        )
+        .replace("0.0.0.0:9090\" }", "0.0.0.0:9090\", token: \"t\" }");
+    let file = write(dir.path(), "queue-ok.yaml", &ok);
+    let out = hookgate(&["check", "-c", &file], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            "q: POST /q -> queue -> app=http://127.0.0.1:5000, analytics=http://127.0.0.1:5001"
+        ),
+        "{stdout}"
+    );
+}

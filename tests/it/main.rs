@@ -3,6 +3,7 @@
 
 mod cli;
 mod contract;
+mod delivery_log;
 mod forwarding;
 mod harness;
 mod hostile;

@@ -62,14 +62,20 @@ async fn a_queued_delivery_reaches_each_destination_its_event_goes_to() {
     assert_eq!(at_app[0].method, "POST");
     assert_eq!(at_app[0].target, "/webhooks/q");
     assert_eq!(at_app[0].header("Hookgate-Attempt"), Some("1"));
-    assert!(at_app[0].header("X-ImgGo-Signature").is_some(), "the app can verify it itself");
+    assert!(
+        at_app[0].header("X-ImgGo-Signature").is_some(),
+        "the app can verify it itself"
+    );
     assert_eq!(at_app[0].header("X-Forwarded-For"), Some("127.0.0.1"));
     assert!(at_app[0].header("traceparent").is_some());
     assert_eq!(
         analytics.received()[0].header("Hookgate-Delivery-Id"),
         Some(id.as_str())
     );
-    assert_eq!(app.received_with("Hookgate-Delivery-Id", &failed_id).len(), 1);
+    assert_eq!(
+        app.received_with("Hookgate-Delivery-Id", &failed_id).len(),
+        1
+    );
 
     // A redelivery of an accepted key, whatever became of it.
     let resp = post_signed(&gw.http_url("/webhooks/q"), &completed).await;
@@ -87,11 +93,29 @@ async fn a_queued_delivery_reaches_each_destination_its_event_goes_to() {
         .unwrap();
     assert_eq!(answer(resp).await.1, "signature_invalid");
 
-    eventually_metric(&gw, "hookgate_deliveries_total", &[("route", "q"), ("destination", "app"), ("outcome", "delivered")], 2.0).await;
+    eventually_metric(
+        &gw,
+        "hookgate_deliveries_total",
+        &[
+            ("route", "q"),
+            ("destination", "app"),
+            ("outcome", "delivered"),
+        ],
+        2.0,
+    )
+    .await;
     let queued = [("route", "q"), ("outcome", "queued")];
     assert_eq!(gw.metric("hookgate_requests_total", &queued).await, 2.0);
-    let to_analytics = [("route", "q"), ("destination", "analytics"), ("result", "2xx")];
-    assert_eq!(gw.metric("hookgate_delivery_attempts_total", &to_analytics).await, 1.0);
+    let to_analytics = [
+        ("route", "q"),
+        ("destination", "analytics"),
+        ("result", "2xx"),
+    ];
+    assert_eq!(
+        gw.metric("hookgate_delivery_attempts_total", &to_analytics)
+            .await,
+        1.0
+    );
     let pending = [("route", "q"), ("destination", "app"), ("state", "pending")];
     assert_eq!(gw.metric("hookgate_queue_deliveries", &pending).await, 0.0);
 }
@@ -104,7 +128,10 @@ pub async fn eventually_metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{name}{labels:?} is {got}, wanted {want}");
+        assert!(
+            Instant::now() < deadline,
+            "{name}{labels:?} is {got}, wanted {want}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -131,10 +158,23 @@ async fn a_failing_destination_is_retried_without_delaying_the_other() {
     // The waits are the retry delays (100ms, then 200ms), never shorter.
     assert!(got[1].at - got[0].at >= Duration::from_millis(100));
     assert!(got[2].at - got[1].at >= Duration::from_millis(200));
-    assert!(analytics.received()[0].at <= got[1].at, "analytics did not wait for the app's retries");
+    assert!(
+        analytics.received()[0].at <= got[1].at,
+        "analytics did not wait for the app's retries"
+    );
 
     // The delivery log shows every attempt.
-    eventually_metric(&gw, "hookgate_deliveries_total", &[("route", "q"), ("destination", "app"), ("outcome", "delivered")], 1.0).await;
+    eventually_metric(
+        &gw,
+        "hookgate_deliveries_total",
+        &[
+            ("route", "q"),
+            ("destination", "app"),
+            ("outcome", "delivered"),
+        ],
+        1.0,
+    )
+    .await;
     let detail: serde_json::Value = client()
         .get(gw.admin_url(&format!("/api/deliveries/{id}")))
         .send()
@@ -164,7 +204,10 @@ async fn retry_after_on_503_is_honoured_when_longer() {
     eventually("the retry", || app.count() == 2).await;
     let got = app.received();
     let waited = got[1].at - got[0].at;
-    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, before Retry-After: 2");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "retried after {waited:?}, before Retry-After: 2"
+    );
 }
 
 #[tokio::test]
@@ -173,14 +216,29 @@ async fn past_the_last_delay_a_destination_is_dead_until_retried_by_hand() {
     let analytics = Upstream::start().await;
     app.always(500, Duration::ZERO);
     let delivery_cfg = "      timeout: 2s\n      retry: [50ms]\n      jitter: 0%\n";
-    let body = format!("  token: \"t0ken\"\n{}", queue_config(&app.url(), &analytics.url(), delivery_cfg));
+    let body = format!(
+        "  token: \"t0ken\"\n{}",
+        queue_config(&app.url(), &analytics.url(), delivery_cfg)
+    );
     let gw = Gateway::start(&body).await;
     let (_, _, id) = queue(&gw, &delivery("job.failed", "d1")).await;
     let id = id.unwrap();
 
-    eventually_metric(&gw, "hookgate_deliveries_total", &[("route", "q"), ("destination", "app"), ("outcome", "dead")], 1.0).await;
+    eventually_metric(
+        &gw,
+        "hookgate_deliveries_total",
+        &[("route", "q"), ("destination", "app"), ("outcome", "dead")],
+        1.0,
+    )
+    .await;
     assert_eq!(app.count(), 2, "the first attempt and one retry, then dead");
-    eventually_metric(&gw, "hookgate_queue_deliveries", &[("route", "q"), ("destination", "app"), ("state", "dead")], 1.0).await;
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        1.0,
+    )
+    .await;
 
     let api = |path: &str| gw.admin_url(path);
     let auth = |r: reqwest::RequestBuilder| r.header("Authorization", "Bearer t0ken");
@@ -195,7 +253,11 @@ async fn past_the_last_delay_a_destination_is_dead_until_retried_by_hand() {
     assert_eq!(list["deliveries"][0]["state"], "dead");
 
     // Without the token: 401; with it: requeued, attempted again now.
-    let refused = client().post(api(&format!("/api/deliveries/{id}/retry"))).send().await.unwrap();
+    let refused = client()
+        .post(api(&format!("/api/deliveries/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
     app.always(200, Duration::ZERO);
     let requeued = auth(client().post(api(&format!("/api/deliveries/{id}/retry"))))
@@ -207,7 +269,13 @@ async fn past_the_last_delay_a_destination_is_dead_until_retried_by_hand() {
     assert_eq!(n["requeued"], 1);
     eventually("the hand retry at the app", || app.count() == 3).await;
     assert_eq!(app.received()[2].header("Hookgate-Attempt"), Some("3"));
-    eventually_metric(&gw, "hookgate_queue_deliveries", &[("route", "q"), ("destination", "app"), ("state", "dead")], 0.0).await;
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        0.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -227,7 +295,13 @@ async fn nothing_accepted_is_lost_across_kill_9() {
                 let mut got = Vec::new();
                 for i in 0..40 {
                     let body = delivery("job.completed", &format!("k{round}-{i}"));
-                    match client().post(&url).header("X-ImgGo-Signature", imggo_signature(&body)).body(body).send().await {
+                    match client()
+                        .post(&url)
+                        .header("X-ImgGo-Signature", imggo_signature(&body))
+                        .body(body)
+                        .send()
+                        .await
+                    {
                         Ok(resp) => {
                             let (status, _, json) = answer(resp).await;
                             if status == 200 {
@@ -248,15 +322,30 @@ async fn nothing_accepted_is_lost_across_kill_9() {
         accepted.extend(got);
     }
     assert!(accepted.len() >= 40, "only {} accepted", accepted.len());
-    assert!(refused_during_kill > 0 || accepted.len() < 160, "no kill landed during the stream");
-    eventually_within("every accepted delivery at the app", Duration::from_secs(60), || {
-        let received = app.received();
-        accepted.iter().all(|id| received.iter().any(|r| r.header("Hookgate-Delivery-Id") == Some(id)))
-    })
+    assert!(
+        refused_during_kill > 0 || accepted.len() < 160,
+        "no kill landed during the stream"
+    );
+    eventually_within(
+        "every accepted delivery at the app",
+        Duration::from_secs(60),
+        || {
+            let received = app.received();
+            accepted.iter().all(|id| {
+                received
+                    .iter()
+                    .any(|r| r.header("Hookgate-Delivery-Id") == Some(id))
+            })
+        },
+    )
     .await;
     eventually_within("and at analytics", Duration::from_secs(60), || {
         let received = analytics.received();
-        accepted.iter().all(|id| received.iter().any(|r| r.header("Hookgate-Delivery-Id") == Some(id)))
+        accepted.iter().all(|id| {
+            received
+                .iter()
+                .any(|r| r.header("Hookgate-Delivery-Id") == Some(id))
+        })
     })
     .await;
 }
@@ -269,16 +358,33 @@ async fn deliveries_wait_while_the_app_is_down_and_arrive_when_it_is_back() {
     drop(reserved);
     let analytics = Upstream::start().await;
     let cfg = "      timeout: 1s\n      retry: [100ms, 200ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms]\n";
-    let mut gw = Gateway::start(&queue_config(&format!("http://{addr}"), &analytics.url(), cfg)).await;
+    let mut gw = Gateway::start(&queue_config(
+        &format!("http://{addr}"),
+        &analytics.url(),
+        cfg,
+    ))
+    .await;
     let (_, _, id) = queue(&gw, &delivery("job.failed", "down1")).await;
     let id = id.unwrap();
-    eventually_metric(&gw, "hookgate_delivery_attempts_total", &[("route", "q"), ("destination", "app"), ("result", "unavailable")], 2.0).await;
+    eventually_metric(
+        &gw,
+        "hookgate_delivery_attempts_total",
+        &[
+            ("route", "q"),
+            ("destination", "app"),
+            ("result", "unavailable"),
+        ],
+        2.0,
+    )
+    .await;
     // The gateway restarts meanwhile; the delivery is still due.
     gw.restart().await;
     let app = Upstream::start_on(addr).await;
-    eventually_within("the delivery once the app is back", Duration::from_secs(20), || {
-        app.received_with("Hookgate-Delivery-Id", &id).len() == 1
-    })
+    eventually_within(
+        "the delivery once the app is back",
+        Duration::from_secs(20),
+        || app.received_with("Hookgate-Delivery-Id", &id).len() == 1,
+    )
     .await;
 }
 
@@ -291,7 +397,12 @@ async fn a_forward_route_on_the_file_store_remembers_keys_across_a_restart() {
     );
     let mut gw = Gateway::start(&cfg).await;
     let body = delivery("job.completed", "fwd1");
-    assert_eq!(answer(post_signed(&gw.http_url("/webhooks/imggo"), &body).await).await.0, 200);
+    assert_eq!(
+        answer(post_signed(&gw.http_url("/webhooks/imggo"), &body).await)
+            .await
+            .0,
+        200
+    );
     gw.restart().await;
     let (status, code, _) = answer(post_signed(&gw.http_url("/webhooks/imggo"), &body).await).await;
     assert_eq!((status, code.as_str()), (200, "already_processed"));
@@ -311,7 +422,11 @@ async fn max_in_flight_and_rate_hold_at_the_app() {
     eventually("five at the app", || app.count() == 5).await;
     let at: Vec<Instant> = app.received().iter().map(|r| r.at).collect();
     for pair in at.windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(95), "two attempts overlapped: {:?}", pair[1] - pair[0]);
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(95),
+            "two attempts overlapped: {:?}",
+            pair[1] - pair[0]
+        );
     }
 
     let app = Upstream::start().await;
@@ -324,7 +439,10 @@ async fn max_in_flight_and_rate_hold_at_the_app() {
     let at: Vec<Instant> = app.received().iter().map(|r| r.at).collect();
     let spread = at[11] - at[0];
     // A burst of 4, then 8 more at 4 per second: at least ~2 s.
-    assert!(spread >= Duration::from_millis(1800), "12 attempts in {spread:?} at 4/s");
+    assert!(
+        spread >= Duration::from_millis(1800),
+        "12 attempts in {spread:?} at 4/s"
+    );
 }
 
 #[tokio::test]

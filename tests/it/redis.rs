@@ -258,7 +258,11 @@ async fn a_redis_down_at_start_does_not_stop_the_gateway() {
 
     let _redis = PrivateRedis::start_on(port);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while post_signed(&url, &delivery("job.completed", "s1")).await.status() != 200 {
+    while post_signed(&url, &delivery("job.completed", "s1"))
+        .await
+        .status()
+        != 200
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the gateway did not connect once Redis came up"

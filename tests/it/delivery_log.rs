@@ -1,0 +1,348 @@
+//! The delivery log (PRODUCT.md §10): the admin API, its token rules, paging, and the
+//! `hookgate deliveries` commands against a running gateway.
+
+use crate::harness::*;
+use crate::queue::{eventually_metric, queue, queue_config};
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+const TOKEN: &str = "s3cret-token";
+
+async fn gateway_with_token(app: &Upstream, analytics: &Upstream, delivery: &str) -> Gateway {
+    // The line continues the harness's `admin:` mapping.
+    let body = format!(
+        "  token: \"{TOKEN}\"\n{}",
+        queue_config(&app.url(), &analytics.url(), delivery)
+    );
+    Gateway::start(&body).await
+}
+
+async fn get(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = client().get(gw.admin_url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn post(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = client().post(gw.admin_url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn every_api_call_needs_the_token_when_one_is_set() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = gateway_with_token(&app, &analytics, "      retry: [50ms]\n").await;
+    let (_, _, id) = queue(&gw, &delivery("job.completed", "a1")).await;
+    let id = id.unwrap();
+    for path in [
+        "/api/deliveries".to_string(),
+        format!("/api/deliveries/{id}"),
+        format!("/api/deliveries/{id}/body"),
+    ] {
+        let (status, json) = get(&gw, &path, None).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{path}"
+        );
+        assert_eq!(get(&gw, &path, Some("wrong")).await.0, 401, "{path}");
+    }
+    assert_eq!(
+        post(&gw, &format!("/api/deliveries/{id}/retry"), None)
+            .await
+            .0,
+        401
+    );
+    // Metrics and probes stay open for Prometheus and Kubernetes.
+    assert_eq!(
+        reqwest::get(gw.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (status, one) = get(&gw, &format!("/api/deliveries/{id}"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(one["id"], id.as_str());
+    assert_eq!(one["route"], "q");
+    assert_eq!(one["event"], "job.completed");
+    assert!(one["key"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(one["received_at"].as_str().unwrap().ends_with('Z'));
+    let names: Vec<_> = one["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app", "analytics"]);
+
+    let body = client()
+        .get(gw.admin_url(&format!("/api/deliveries/{id}/body")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        &body[..],
+        &delivery("job.completed", "a1")[..],
+        "the exact stored bytes"
+    );
+
+    let (status, json) = get(&gw, "/api/deliveries/dlv_00000000000000ff", Some(TOKEN)).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("delivery_not_found"))
+    );
+    assert_eq!(
+        get(&gw, "/api/deliveries/nonsense", Some(TOKEN)).await.0,
+        404
+    );
+    assert_eq!(
+        post(
+            &gw,
+            "/api/deliveries/dlv_00000000000000ff/retry",
+            Some(TOKEN)
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_reads_are_served_and_retries_refused() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = Gateway::start(&queue_config(
+        &app.url(),
+        &analytics.url(),
+        "      retry: [50ms]\n",
+    ))
+    .await;
+    let (_, _, id) = queue(&gw, &delivery("job.completed", "n1")).await;
+    let id = id.unwrap();
+    assert_eq!(
+        get(&gw, &format!("/api/deliveries/{id}"), None).await.0,
+        200
+    );
+    let (status, json) = post(&gw, &format!("/api/deliveries/{id}/retry"), None).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (403, Some("admin_token_required"))
+    );
+}
+
+#[tokio::test]
+async fn pages_are_newest_first_without_gaps_or_duplicates_while_deliveries_arrive() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = gateway_with_token(&app, &analytics, "      retry: [50ms]\n").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            queue(&gw, &delivery("job.failed", &format!("p{i}")))
+                .await
+                .2
+                .unwrap(),
+        );
+    }
+    let (_, first) = get(&gw, "/api/deliveries?limit=3", Some(TOKEN)).await;
+    let mut seen: Vec<String> = first["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut next = first["next"].as_str().map(str::to_string);
+    // New deliveries arrive between pages: they belong before the first page, not in later ones.
+    for i in 0..3 {
+        queue(&gw, &delivery("job.failed", &format!("late{i}"))).await;
+    }
+    while let Some(cursor) = next {
+        let (status, page) = get(
+            &gw,
+            &format!("/api/deliveries?limit=3&before={cursor}"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(status, 200);
+        for d in page["deliveries"].as_array().unwrap() {
+            seen.push(d["id"].as_str().unwrap().to_string());
+        }
+        next = page["next"].as_str().map(str::to_string);
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
+
+    let (status, json) = get(&gw, "/api/deliveries?state=sideways", Some(TOKEN)).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+}
+
+#[tokio::test]
+async fn filters_and_bulk_retry_of_a_routes_dead_deliveries() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n      jitter: 0%\n").await;
+    let (_, _, done) = queue(&gw, &delivery("job.completed", "b0")).await;
+    for i in 1..=3 {
+        queue(&gw, &delivery("job.failed", &format!("b{i}"))).await;
+    }
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        4.0,
+    )
+    .await;
+
+    let (_, dead) = get(&gw, "/api/deliveries?route=q&state=dead", Some(TOKEN)).await;
+    assert_eq!(dead["deliveries"].as_array().unwrap().len(), 4);
+    let (_, to_analytics) = get(&gw, "/api/deliveries?destination=analytics", Some(TOKEN)).await;
+    let only: Vec<_> = to_analytics["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        only,
+        [done.unwrap().as_str()],
+        "only job.completed goes to analytics"
+    );
+    let (_, other_route) = get(&gw, "/api/deliveries?route=nope", Some(TOKEN)).await;
+    assert_eq!(other_route["deliveries"].as_array().unwrap().len(), 0);
+
+    app.always(200, Duration::ZERO);
+    let before = app.count();
+    let (status, json) = post(&gw, "/api/deliveries/retry?route=q&state=dead", Some(TOKEN)).await;
+    assert_eq!((status, json["requeued"].as_u64()), (202, Some(4)));
+    eventually("four hand retries at the app", || app.count() == before + 4).await;
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        0.0,
+    )
+    .await;
+    let (_, delivered) = get(&gw, "/api/deliveries?state=delivered", Some(TOKEN)).await;
+    assert_eq!(delivered["deliveries"].as_array().unwrap().len(), 4);
+}
+
+fn cli(gw: &Gateway, args: &[&str], token: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+    cmd.arg("deliveries").args(args).arg("-c").arg(&gw.config);
+    match token {
+        Some(t) => cmd.env("HOOKGATE_ADMIN_TOKEN", t),
+        None => cmd.env_remove("HOOKGATE_ADMIN_TOKEN"),
+    };
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_deliveries_commands_list_show_and_retry() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n").await;
+    let (_, _, id) = queue(&gw, &delivery("job.failed", "c1")).await;
+    let id = id.unwrap();
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        1.0,
+    )
+    .await;
+
+    let (code, out, err) = cli(&gw, &["list", "--state", "dead"], Some(TOKEN));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&id) && lines[1].contains("dead"),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(&gw, &["list", "--json"], Some(TOKEN));
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["deliveries"][0]["id"], id.as_str());
+
+    let (code, out, _) = cli(&gw, &["show", &id], Some(TOKEN));
+    assert_eq!(code, 0);
+    assert!(out.contains("the app answered 500"), "{out}");
+
+    let (code, _, err) = cli(&gw, &["list"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("401") && err.contains("unauthorized"), "{err}");
+
+    app.always(200, Duration::ZERO);
+    let (code, out, err) = cli(&gw, &["retry", &id], Some(TOKEN));
+    assert_eq!((code, out.trim()), (0, "requeued 1"), "{err}");
+    eventually("the retried delivery at the app", || {
+        app.received()
+            .last()
+            .and_then(|r| r.header("Hookgate-Delivery-Id").map(str::to_string))
+            == Some(id.clone())
+            && app.count() == 3
+    })
+    .await;
+    let (code, _, err) = cli(&gw, &["show", "dlv_00000000000000ff"], Some(TOKEN));
+    assert_eq!(code, 1);
+    assert!(err.contains("delivery_not_found"), "{err}");
+}
+
+#[tokio::test]
+async fn the_page_is_served_from_the_binary() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = gateway_with_token(&app, &analytics, "      retry: [50ms]\n").await;
+    let resp = reqwest::get(gw.admin_url("/ui/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("/api/deliveries"));
+    // Nothing fetched from outside the binary.
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "external reference"
+    );
+}
