@@ -5,6 +5,7 @@ mod cli;
 mod contract;
 mod delivery_log;
 mod forwarding;
+mod hardening;
 mod harness;
 mod hostile;
 mod idempotency;
