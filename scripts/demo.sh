@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The newcomer's round trip on config/hookgate.yaml: installs what is missing, builds hookgate,
-# starts a stand-in upstream on :5000 and the gateway (HTTPS :8443 with a self-signed dev
-# certificate, plain HTTP :8080, admin :9090), then shows a signed delivery going through, a
-# forged one refused, the redelivery answered already_processed, and the metrics that counted
-# them. The gateway keeps running until Ctrl-C (pass --no-wait to stop right away).
+# starts two stand-in apps (:5000 "app", :5001 "analytics") and the gateway (HTTPS :8443 with a
+# self-signed dev certificate, plain HTTP :8080, admin :9090, state in data/hookgate.db), then
+# shows a signed delivery going through, a forged one refused, the redelivery answered
+# already_processed, a delivery queued and delivered to both apps in the background, the
+# delivery log, and the metrics that counted it all. The gateway keeps running until Ctrl-C
+# (pass --no-wait to stop right away).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --bin hookgate
 bin=target/release/hookgate
 
-for port in 5000 8080 8443 9090; do
+for port in 5000 5001 8080 8443 9090; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
     echo "demo: port $port is already in use; stop whatever listens there first" >&2
     exit 1
@@ -18,10 +20,13 @@ for port in 5000 8080 8443 9090; do
 done
 
 export IMGGO_WEBHOOK_SECRET="${IMGGO_WEBHOOK_SECRET:-demo-secret-change-me}"
-python3 scripts/upstream.py 5000 & up=$!
+python3 scripts/upstream.py 5000 app & up=$!
+python3 scripts/upstream.py 5001 analytics & analytics=$!
 "$bin" --log-format pretty run -c config/hookgate.yaml > /tmp/hookgate-demo.log 2>&1 & gw=$!
-trap 'kill -INT $gw 2>/dev/null; kill $up 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/5000) 2>/dev/null && break; sleep 0.1; done
+trap 'kill -INT $gw 2>/dev/null; kill $up $analytics 2>/dev/null || true' EXIT
+for port in 5000 5001; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
 for _ in $(seq 100); do curl -fs http://127.0.0.1:9090/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 kill -0 $gw 2>/dev/null || { echo "demo: hookgate did not start:" >&2; cat /tmp/hookgate-demo.log >&2; exit 1; }
 
@@ -34,8 +39,16 @@ echo "== 2. a forged one is refused"
 curl -sk https://localhost:8443/webhooks/imggo -H 'X-ImgGo-Signature: 0000' --data-binary @"$body"; echo
 echo "== 3. the redelivery is answered already_processed"
 "$bin" send https://localhost:8443/webhooks/imggo -c config/hookgate.yaml --route imggo "$body"
-echo "== 4. what the metrics counted"
-curl -s http://127.0.0.1:9090/metrics | grep '^hookgate_requests_total'
+echo "== 4. queue mode: stored on disk, answered at once, delivered to app and analytics"
+"$bin" send https://localhost:8443/webhooks/imggo-queued -c config/hookgate.yaml --route imggo-queued "$body"
+for _ in $(seq 50); do
+  curl -s http://127.0.0.1:9090/metrics | grep -q 'hookgate_deliveries_total{destination="analytics",outcome="delivered",route="imggo-queued"}' && break
+  sleep 0.1
+done
+echo "== 5. the delivery log (also at http://127.0.0.1:9090/ui/)"
+"$bin" deliveries list --limit 5 -c config/hookgate.yaml
+echo "== 6. what the metrics counted"
+curl -s http://127.0.0.1:9090/metrics | grep -E '^hookgate_(requests_total|deliveries_total)'
 
 if [ "${1:-}" != "--no-wait" ]; then
   echo "== hookgate is serving (logs: /tmp/hookgate-demo.log); Ctrl-C to stop"
