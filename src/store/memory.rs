@@ -7,7 +7,9 @@ use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,9 +37,40 @@ struct RouteNames {
     index: HashMap<Arc<str>, u32>,
 }
 
+/// Counts delivered keys the cache forgets before their ttl to stay within `max_keys`: each is a
+/// redelivery that would be forwarded again (PRODUCT.md §3).
+#[derive(Clone)]
+struct EarlyEvictions {
+    started: Instant,
+    /// Per route index.
+    counts: Arc<Mutex<HashMap<u32, u64>>>,
+    last_warned_minute: Arc<AtomicU64>,
+}
+
+impl Lifecycle<u128, Record> for EarlyEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _key: u128, record: Record) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if record.token != DELIVERED || record.expires_ms <= now_ms {
+            return;
+        }
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(record.route).or_default() += 1;
+        }
+        // At most one warning a minute; the counter has every one. Minutes count from 1 so the
+        // first eviction warns.
+        let minute = now_ms / 60_000 + 1;
+        if self.last_warned_minute.swap(minute, Ordering::Relaxed) != minute {
+            tracing::warn!("the memory store forgets delivered keys before their ttl to stay within store.max_keys; raise it (hookgate_idempotency_evictions_total counts each)");
+        }
+    }
+}
+
 pub struct MemoryStore {
     /// Keyed by the delivery id alone: the route name is already hashed into it.
-    cache: Cache<u128, Record>,
+    cache: Cache<u128, Record, UnitWeighter, DefaultHashBuilder, EarlyEvictions>,
+    evictions: EarlyEvictions,
     stripes: Vec<Mutex<()>>,
     started: Instant,
     routes: RwLock<RouteNames>,
@@ -50,10 +83,24 @@ fn token_bits(t: ClaimToken) -> u64 {
 
 impl MemoryStore {
     pub fn new(max_keys: u64) -> Self {
+        let started = Instant::now();
+        let evictions = EarlyEvictions {
+            started,
+            counts: Arc::default(),
+            last_warned_minute: Arc::default(),
+        };
+        let capacity = usize::try_from(max_keys).unwrap_or(usize::MAX);
         Self {
-            cache: Cache::new(usize::try_from(max_keys).unwrap_or(usize::MAX)),
+            cache: Cache::with(
+                capacity,
+                max_keys,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                evictions.clone(),
+            ),
+            evictions,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            started: Instant::now(),
+            started,
             routes: RwLock::default(),
         }
     }
@@ -176,6 +223,21 @@ impl Store for MemoryStore {
         names.into_iter().zip(counts).collect()
     }
 
+    fn evictions(&self) -> Vec<(Arc<str>, u64)> {
+        let names = self
+            .routes
+            .read()
+            .map(|r| r.names.clone())
+            .unwrap_or_default();
+        let Ok(counts) = self.evictions.counts.lock() else {
+            return Vec::new();
+        };
+        counts
+            .iter()
+            .filter_map(|(i, n)| Some((names.get(*i as usize)?.clone(), *n)))
+            .collect()
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -264,6 +326,21 @@ mod tests {
             s.claim(&key("r", 2), Duration::from_secs(1)).await.unwrap(),
             Claim::Claimed(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn delivered_keys_forgotten_early_are_counted() {
+        let s = MemoryStore::new(50);
+        for i in 0..500u128 {
+            let k = key("r", i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let Claim::Claimed(t) = s.claim(&k, Duration::from_secs(60)).await.unwrap() else {
+                panic!()
+            };
+            s.complete(&k, t, Duration::from_secs(3600)).await.unwrap();
+        }
+        let evicted: HashMap<_, _> = s.evictions().into_iter().collect();
+        let n = evicted[&Arc::from("r")];
+        assert!(n >= 400, "{n} of 450+ forgotten delivered keys counted");
     }
 
     #[tokio::test]

@@ -141,3 +141,35 @@ async fn sender_hanging_up_does_not_abort_the_delivery() {
     );
     assert_eq!(up.count(), 1, "the app saw the delivery exactly once");
 }
+
+#[tokio::test]
+async fn keys_the_memory_store_forgets_early_are_counted() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "store:\n  url: memory\n  max_keys: 50\nroutes:\n{}",
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    ))
+    .await;
+    for i in 0..200 {
+        let r = post_signed(
+            &gw.http_url("/webhooks/imggo"),
+            &delivery("job.completed", &format!("ev{i}")),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let evicted = gw
+        .metric(
+            "hookgate_idempotency_evictions_total",
+            &[("route", "imggo")],
+        )
+        .await;
+    assert!(
+        evicted >= 100.0,
+        "{evicted} early evictions counted of 150+"
+    );
+    assert!(
+        gw.log().contains("store.max_keys"),
+        "the eviction is logged"
+    );
+}
