@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian/Ubuntu machine lacks to build and test hookgate: cmake (Pingora's
 # zlib-ng build), perl/make (vendored OpenSSL), python3 (stand-in upstream), and a Redis server
-# for the Redis store's tests. Idempotent: does nothing when everything is present.
+# for the Redis store's tests, psql and the PostgreSQL server binaries for the Postgres store's.
+# Idempotent: does nothing when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v promtool >/dev/null || need+=(prometheus)   # promtool, for the alert rules' tests
+command -v psql >/dev/null || need+=(postgresql-client)  # the Postgres store's tests make their databases with it
+[ -x "$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | head -n1)/initdb" ] || need+=(postgresql)  # initdb/pg_ctl for the outage tests
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -38,7 +38,7 @@ impl ServeHttp for Admin {
         let path = req.uri.path().to_string();
         match path.as_str() {
             "/metrics" => {
-                self.refresh_gauges();
+                self.refresh_gauges().await;
                 reply(200, "text/plain; version=0.0.4", rt.metrics.render())
             }
             "/healthz" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
@@ -77,7 +77,7 @@ impl ServeHttp for Admin {
 
 impl Admin {
     /// Gauges read from the stores when scraped, not kept current on the request path.
-    fn refresh_gauges(&self) {
+    async fn refresh_gauges(&self) {
         let rt = &self.runtime;
         let m = &rt.metrics;
         for (route, n) in rt.store.held_keys() {
@@ -91,7 +91,14 @@ impl Admin {
             return;
         };
         let now = unix_ms(SystemTime::now());
-        for s in queue.stats() {
+        let stats = match queue.stats().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue's counts for /metrics");
+                return;
+            }
+        };
+        for s in stats {
             let labels = [s.route.as_str(), s.destination.as_str()];
             m.queue_deliveries
                 .with_label_values(&[labels[0], labels[1], "pending"])

@@ -28,6 +28,7 @@ pub use runtime::Runtime;
 use crate::config::{Config, ListenerTls, StoreUrl};
 use crate::metrics::Metrics;
 use crate::store::file::FileStore;
+use crate::store::postgres::PostgresStore;
 use crate::store::queue::Queue;
 use crate::store::{memory::MemoryStore, redis::RedisStore, Store, StoreError};
 use active::ActiveConfig;
@@ -59,13 +60,15 @@ pub struct Stores {
     pub queue: Option<Arc<dyn Queue>>,
 }
 
-/// The stores the config names. A Redis that does not answer yet does not stop the start
-/// (PRODUCT.md §7).
+/// The stores the config names. A Redis or Postgres that does not answer yet does not stop the
+/// start (PRODUCT.md §7).
 pub fn open_store(config: &Config) -> Result<Stores, StoreError> {
     let only_keys = |keys: Arc<dyn Store>| Stores { keys, queue: None };
     Ok(match &config.store.url {
         StoreUrl::Memory => only_keys(Arc::new(MemoryStore::new(config.store.max_keys))),
-        StoreUrl::Redis(url) => only_keys(Arc::new(RedisStore::connect(url, &config.store.prefix)?)),
+        StoreUrl::Redis(url) => {
+            only_keys(Arc::new(RedisStore::connect(url, &config.store.prefix)?))
+        }
         StoreUrl::File(path) => {
             let store = Arc::new(FileStore::open(path)?);
             Stores {
@@ -73,10 +76,12 @@ pub fn open_store(config: &Config) -> Result<Stores, StoreError> {
                 queue: Some(store),
             }
         }
-        StoreUrl::Postgres(_) => {
-            return Err(StoreError::Failed(
-                "the postgres store is not available in this build; use file:PATH (one machine) or redis:// (forward routes)".into(),
-            ))
+        StoreUrl::Postgres(url) => {
+            let store = Arc::new(PostgresStore::connect(url)?);
+            Stores {
+                keys: store.clone(),
+                queue: Some(store),
+            }
         }
     })
 }

@@ -147,7 +147,7 @@ impl BackgroundService for Worker {
                             }
                         }
                     }
-                    if let Ok(Some(at)) = self.queue.next_due(&route.name, &dest.name) {
+                    if let Ok(Some(at)) = self.queue.next_due(&route.name, &dest.name).await {
                         let until = Duration::from_millis(at.saturating_sub(unix_ms(now)));
                         if free > 0 || until > Duration::ZERO {
                             wake = wake.min(until);
@@ -164,6 +164,7 @@ impl BackgroundService for Worker {
                 _ = tokio::time::sleep(wake) => {}
                 _ = self.runtime.queue_wake.notified() => {}
                 _ = finished.notified() => {}
+                _ = self.queue.changed() => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -722,7 +722,7 @@ impl Queue for FileStore {
         .await
     }
 
-    fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError> {
+    async fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError> {
         let key = dest_key(route, destination);
         let read = self.db.begin_read().map_err(err)?;
         let due = read.open_table(DUE).map_err(err)?;
@@ -843,10 +843,11 @@ impl Queue for FileStore {
         .await
     }
 
-    fn stats(&self) -> Vec<DestinationStats> {
-        let Ok(counts) = self.counts.lock() else {
-            return Vec::new();
-        };
+    async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
+        let counts = self
+            .counts
+            .lock()
+            .map_err(|_| StoreError::Failed("store counts lock poisoned".into()))?;
         let mut keys: Vec<&String> = counts.pending.keys().chain(counts.dead.keys()).collect();
         keys.sort();
         keys.dedup();
@@ -857,7 +858,8 @@ impl Queue for FileStore {
             let (k, _) = rows.next()?.ok()?;
             Some(DeliveryId(k.value().1).accepted_ms())
         };
-        keys.into_iter()
+        Ok(keys
+            .into_iter()
             .filter_map(|key| {
                 let (route, destination) = key.split_once('/')?;
                 let pending = counts.pending.get(key).copied().unwrap_or(0);
@@ -869,7 +871,7 @@ impl Queue for FileStore {
                     oldest_pending_ms: if pending > 0 { oldest(key) } else { None },
                 })
             })
-            .collect()
+            .collect())
     }
 
     async fn list(

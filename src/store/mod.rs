@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod memory;
+pub mod postgres;
 pub mod queue;
 pub mod redis;
 

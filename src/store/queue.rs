@@ -220,14 +220,19 @@ pub trait Queue: Send + Sync {
         lease: Duration,
     ) -> Result<Vec<DueAttempt>, StoreError>;
     /// When `destination`'s next attempt is due, if it has one.
-    fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError>;
+    async fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError>;
     /// Records an attempt's outcome durably.
     async fn record(&self, result: AttemptResult) -> Result<(), StoreError>;
     /// Removes up to `limit` delivered or dead deliveries finished before `before_ms`, and
     /// expired keys; returns how many went.
     async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
     /// Pending and dead counts per destination, for the gauges.
-    fn stats(&self) -> Vec<DestinationStats>;
+    async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
+    /// Resolves when another process sharing the store accepted or retried a delivery (the
+    /// worker wakes on it); never, for a store only one process uses.
+    async fn changed(&self) {
+        std::future::pending::<()>().await;
+    }
 
     /// Newest first, after `filter.before`; the cursor of the next page, if any.
     async fn list(

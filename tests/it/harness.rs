@@ -622,3 +622,210 @@ pub async fn read_until_quiet(s: &mut tokio::net::TcpStream, quiet: Duration) ->
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+// ---------------------------------------------------------------- Postgres
+
+fn psql(port: u16, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
+        .output()
+        .expect("psql must be installed (scripts/setup.sh)")
+}
+
+/// A database of the test's own, dropped afterwards.
+pub struct TestDatabase {
+    pub name: String,
+    port: u16,
+}
+
+impl TestDatabase {
+    pub fn create() -> Self {
+        Self::create_on(5432)
+    }
+
+    pub fn create_on(port: u16) -> Self {
+        let name = format!("hookgate_it_{:016x}", rand_u64());
+        let out = psql(port, &format!("CREATE DATABASE {name}"));
+        assert!(
+            out.status.success(),
+            "PostgreSQL on 127.0.0.1:{port} must answer (user postgres, trust auth): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestDatabase { name, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, self.name)
+    }
+
+    /// One value of a query against this database.
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                &self.name,
+            ])
+            .args(["-qAt", "-c", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = psql(
+            self.port,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// A private PostgreSQL server (initdb + pg_ctl as the `postgres` user, which they require) on a
+/// port of its own, so a test can stop and start it; removed on drop.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    running: bool,
+}
+
+fn as_postgres(args: &[&str]) -> std::process::Output {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql/*/bin");
+    let program = bin.join(args[0]);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    cmd.args(&args[1..]).output().unwrap()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("hookgate-pg-{port}-{:x}", rand_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        let data = dir.join("data");
+        let out = as_postgres(&[
+            "initdb",
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-D",
+            data.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = PrivatePostgres {
+            port,
+            dir,
+            running: false,
+        };
+        pg.resume();
+        pg
+    }
+
+    /// Starts (again) and waits until it accepts queries.
+    pub fn resume(&mut self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let out = as_postgres(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-w",
+            "start",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.running = true;
+    }
+
+    /// Stops at once, as a crash or an outage would.
+    pub fn stop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = as_postgres(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+        self.running = false;
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if self.running {
+            self.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

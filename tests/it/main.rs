@@ -11,6 +11,7 @@ mod hostile;
 mod idempotency;
 mod observability;
 mod operations;
+mod postgres;
 mod providers;
 mod queue;
 mod redis;

@@ -1,0 +1,311 @@
+//! The Postgres store (PRODUCT.md §2, §9): queue routes shared by replicas, forward-route keys
+//! with the same at-most-once promise as Redis, outages, crashes and migrations. Each test makes
+//! a database of its own on the machine's Postgres and drops it afterwards; the outage test runs
+//! a private server it can stop.
+
+use crate::harness::*;
+use crate::queue::{eventually_metric, queue};
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn queue_route_on(db_url: &str, app: &str, analytics: &str, delivery: &str) -> String {
+    crate::queue::queue_config(app, analytics, delivery).replace("file:state.db", db_url)
+}
+
+async fn wait_ready(gw: &Gateway) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ids_per_delivery(up: &Upstream) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in up.received() {
+        if let Some(id) = r.header("Hookgate-Delivery-Id") {
+            *seen.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn three_replicas_share_one_queue_and_deliver_each_delivery_once() {
+    let db = TestDatabase::create();
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let cfg = queue_route_on(
+        &db.url(),
+        &app.url(),
+        &analytics.url(),
+        "      retry: [100ms, 100ms]\n",
+    );
+    // Started together on an empty database: one migrates, the others wait on its lock.
+    let (a, b, c) = tokio::join!(
+        Gateway::start(&cfg),
+        Gateway::start(&cfg),
+        Gateway::start(&cfg)
+    );
+    let replicas = [a, b, c];
+    for r in &replicas {
+        wait_ready(r).await;
+    }
+    assert_eq!(
+        db.query("SELECT count(*) FROM hookgate_schema_migrations"),
+        "1"
+    );
+
+    let mut accepted = Vec::new();
+    for i in 0..60 {
+        let gw = &replicas[i % 3];
+        let (status, code, id) = queue(gw, &delivery("job.completed", &format!("pg{i}"))).await;
+        assert_eq!((status, code.as_str()), (200, "queued"));
+        accepted.push(id.unwrap());
+    }
+    // A redelivery through another replica is recognised.
+    let (_, code, _) = queue(&replicas[1], &delivery("job.completed", "pg0")).await;
+    assert_eq!(code, "already_processed");
+
+    for (name, up) in [("app", &app), ("analytics", &analytics)] {
+        eventually_within(name, Duration::from_secs(20), || {
+            let seen = ids_per_delivery(up);
+            accepted.iter().all(|id| seen.contains_key(id))
+        })
+        .await;
+        let seen = ids_per_delivery(up);
+        let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            doubled.is_empty(),
+            "{name} got deliveries twice without any crash: {doubled:?}"
+        );
+    }
+
+    // The log is the same through every replica.
+    let list: serde_json::Value = reqwest::get(replicas[2].admin_url("/api/deliveries?limit=100"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["deliveries"].as_array().unwrap().len(), 60);
+    let id = &accepted[7];
+    let one: serde_json::Value =
+        reqwest::get(replicas[0].admin_url(&format!("/api/deliveries/{id}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(one["state"], "delivered");
+    let body = reqwest::get(replicas[1].admin_url(&format!("/api/deliveries/{id}/body")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], &delivery("job.completed", "pg7")[..]);
+}
+
+#[tokio::test]
+async fn a_killed_replicas_attempts_are_taken_over_after_the_lease() {
+    let db = TestDatabase::create();
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    // Attempts hang long enough for the kill to land while they are in progress.
+    app.always(200, Duration::from_secs(3));
+    let cfg = queue_route_on(
+        &db.url(),
+        &app.url(),
+        &analytics.url(),
+        "      timeout: 2s\n      retry: [100ms]\n",
+    );
+    let mut first = Gateway::start(&cfg).await;
+    wait_ready(&first).await;
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        accepted.push(
+            queue(&first, &delivery("job.failed", &format!("kill{i}")))
+                .await
+                .2
+                .unwrap(),
+        );
+    }
+    eventually("the attempts in progress at the app", || app.count() == 5).await;
+    first.kill9();
+    app.always(200, Duration::ZERO);
+    let second = Gateway::start(&cfg).await;
+    wait_ready(&second).await;
+    // Taken up again after delivery.timeout + 30s (PRODUCT.md §9), by the surviving replica.
+    eventually_within(
+        "every delivery again, after the lease",
+        Duration::from_secs(45),
+        || {
+            let seen = ids_per_delivery(&app);
+            accepted
+                .iter()
+                .all(|id| seen.get(id).copied().unwrap_or(0) >= 2)
+        },
+    )
+    .await;
+    eventually_metric(
+        &second,
+        "hookgate_deliveries_total",
+        &[
+            ("route", "q"),
+            ("destination", "app"),
+            ("outcome", "delivered"),
+        ],
+        5.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn forward_routes_on_postgres_forward_a_delivery_at_most_once() {
+    let db = TestDatabase::create();
+    let up = Upstream::start().await;
+    up.always(200, Duration::from_millis(300));
+    let cfg = format!(
+        "store:\n  url: \"{}\"\nroutes:\n{}",
+        db.url(),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let (a, b) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg));
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let body = delivery("job.completed", "fwd-pg");
+    let (url_a, url_b) = (a.http_url("/webhooks/imggo"), b.http_url("/webhooks/imggo"));
+    let (ra, rb) = tokio::join!(post_signed(&url_a, &body), post_signed(&url_b, &body));
+    let mut codes = vec![answer(ra).await.0, answer(rb).await.0];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [200, 409],
+        "one forwarded, the other told it is in progress"
+    );
+    assert_eq!(up.count(), 1);
+    let (_, code, _) = answer(post_signed(&b.http_url("/webhooks/imggo"), &body).await).await;
+    assert_eq!(code, "already_processed");
+
+    // An upstream failure releases the claim: the retry through the other replica goes through.
+    up.always(200, Duration::ZERO);
+    up.then(500, Duration::ZERO);
+    let body = delivery("job.completed", "fwd-pg-2");
+    assert_eq!(
+        post_signed(&a.http_url("/webhooks/imggo"), &body)
+            .await
+            .status(),
+        500
+    );
+    assert_eq!(
+        post_signed(&b.http_url("/webhooks/imggo"), &body)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(up.count(), 3);
+}
+
+#[tokio::test]
+async fn a_postgres_outage_is_503_then_recovers_and_nothing_accepted_is_lost() {
+    let mut pg = PrivatePostgres::start();
+    let db = TestDatabase::create_on(pg.port);
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let cfg = queue_route_on(
+        &db.url(),
+        &app.url(),
+        &analytics.url(),
+        "      retry: [200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms]\n",
+    );
+    let gw = Gateway::start(&cfg).await;
+    wait_ready(&gw).await;
+    // Accepted while the app is down, so it is still pending when Postgres goes.
+    app.always(503, Duration::ZERO);
+    let (_, _, before) = queue(&gw, &delivery("job.failed", "out0")).await;
+    let before = before.unwrap();
+
+    pg.stop();
+    let resp = post_signed(&gw.http_url("/webhooks/q"), &delivery("job.failed", "out1")).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, code, _) = answer(resp).await;
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    assert_eq!(
+        reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    pg.resume();
+    app.always(200, Duration::ZERO);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let (status, _, id) = queue(&gw, &delivery("job.failed", "out1")).await;
+        if status == 200 {
+            break id.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery after Postgres came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    wait_ready(&gw).await;
+    eventually_within(
+        "both deliveries at the app",
+        Duration::from_secs(20),
+        || {
+            let seen = ids_per_delivery(&app);
+            seen.contains_key(&before) && seen.contains_key(&after)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_started_before_postgres_serves_once_it_answers() {
+    let mut pg = PrivatePostgres::start();
+    let db = TestDatabase::create_on(pg.port);
+    pg.stop();
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let cfg = queue_route_on(&db.url(), &app.url(), &analytics.url(), "");
+    let gw = Gateway::start(&cfg).await;
+    assert_eq!(
+        reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        queue(&gw, &delivery("job.failed", "late0")).await.1,
+        "store_unavailable"
+    );
+    pg.resume();
+    wait_ready(&gw).await;
+    // Migrated on the empty database by the gateway that waited for it; a restart finds it done.
+    assert_eq!(
+        db.query("SELECT max(version) FROM hookgate_schema_migrations"),
+        "1"
+    );
+    assert_eq!(
+        queue(&gw, &delivery("job.failed", "late0")).await.1,
+        "queued"
+    );
+    eventually("the delivery at the app", || app.count() == 1).await;
+}
