@@ -66,7 +66,8 @@ def stop_all():
             pass
 
 
-ports = {k: free_port() for k in ("upstream", "nginx", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis")}
+ports = {k: free_port() for k in ("upstream", "nginx", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis",
+                                  "hookgate-queue", "admin-queue")}
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 upstream = f"127.0.0.1:{ports['upstream']}"
 try:
@@ -134,6 +135,21 @@ routes:
                                        env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
     wait_port(ports["hookgate-redis"])
 
+    # The same checks on a queue route (file store, synced to disk before "queued"), delivering in
+    # the background to the same app: acceptance and draining share the one thread.
+    queue_config = os.path.join(tmp, "hookgate-queue.yaml")
+    text = open(config).read()
+    text = text.replace(f"127.0.0.1:{ports['hookgate']}", f"127.0.0.1:{ports['hookgate-queue']}")
+    text = text.replace(f"127.0.0.1:{ports['admin']}", f"127.0.0.1:{ports['admin-queue']}")
+    text = text.replace("upgrade.sock", "upgrade-queue.sock")
+    text = text.replace("store: { url: memory, max_keys: 2000000 }", f'store: {{ url: "file:{tmp}/queue.db" }}')
+    text = text.replace(f'    upstream: "http://{upstream}"\n',
+                        f'    mode: queue\n    upstreams: [{{ name: app, url: "http://{upstream}" }}]\n')
+    open(queue_config, "w").write(text)
+    sessions["hookgate-queue"] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", queue_config],
+                                       env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
+    wait_port(ports["hookgate-queue"])
+
     # Fresh deliveries for every round: with the production 24h TTL a replayed one would be a
     # duplicate and short-circuit. 600k per round covers 60k req/s for 10 s.
     per_round = int(os.environ.get("DELIVERIES_PER_ROUND", "600000"))
@@ -155,7 +171,13 @@ routes:
     print("forged delivery refused with 401: the checks are on")
 
     targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "pingora": ports["pingora"],
-               "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"]}
+               "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"],
+               "hookgate-queue": ports["hookgate-queue"]}
+
+    def queue_backlog():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin-queue']}/metrics").read().decode()
+        m = re.search(r'hookgate_queue_deliveries\{destination="app",route="imggo",state="pending"\} (\d+)', text)
+        return int(m.group(1)) if m else 0
     results = {t: [] for t in targets}
 
     def wrk(name, port, deliveries):
@@ -179,8 +201,9 @@ routes:
         for name, port in targets.items():
             rps, p50, p99, cpu, bad = wrk(name, port, files[r])
             results[name].append((rps, p50, p99, cpu, bad))
+            extra = f"  backlog {queue_backlog()}" if name == "hookgate-queue" else ""
             print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
-                  f"cpu {cpu:6.1f} us/req  non-200 {bad}", flush=True)
+                  f"cpu {cpu:6.1f} us/req  non-200 {bad}{extra}", flush=True)
 
     med = {t: tuple(statistics.median(x[i] for x in v) for i in range(4)) for t, v in results.items()}
     print(f"\nmedian of {ROUNDS} rounds, {SECONDS}s each, wrk -t2 -c{CONNS}, same machine, same run")
@@ -190,6 +213,10 @@ routes:
     print(f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
     print(f"hookgate CPU per request / pingora's: {med['hookgate'][3] / med['pingora'][3]:.2f}x")
     print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x")
+    print(f"hookgate queue mode (file store) / forward mode: {med['hookgate-queue'][0] / med['hookgate'][0]:.2f}x req/s, "
+          f"p99 {med['hookgate-queue'][2] / med['hookgate'][2]:.2f}x")
+    time.sleep(2)
+    print(f"queue backlog 2 s after the last round: {queue_backlog()}")
     total_bad = sum(x[4] for x in results["hookgate"])
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()
     fwd = re.search(r'hookgate_requests_total\{outcome="forwarded",route="imggo"\} (\d+)', metrics)

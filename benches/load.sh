@@ -4,6 +4,9 @@
 #   nginx      nginx as a plain reverse proxy, 1 worker, upstream keepalive
 #   pingora    a plain Pingora passthrough, 1 thread (examples/passthrough.rs)
 #   hookgate   every check on (ImgGo route: signature, schema, events, memory-store dedupe), 1 thread
+#   hookgate-redis   the same on the Redis store
+#   hookgate-queue   the same checks on a queue route (file store, durable before "queued"), delivering
+#                    to the same app in the background
 # wrk replays pre-signed, all-distinct deliveries. Prints req/s, p50, p99 per target and the
 # ratios to nginx and to plain Pingora. Usage: benches/load.sh [seconds per round] [rounds] [connections]
 set -euo pipefail

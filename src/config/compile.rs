@@ -107,6 +107,20 @@ impl Ctx<'_> {
     }
 }
 
+/// A directory only this user may enter: the socket inside hands over listening sockets, so no
+/// other local user may connect to it (`server::upgrade_dir` creates the directory 0700).
+fn default_upgrade_socket(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match env("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(runtime) => PathBuf::from(runtime).join("hookgate"),
+        None => {
+            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+            std::env::temp_dir().join(format!("hookgate-{uid}"))
+        }
+    };
+    dir.join("upgrade.sock")
+}
+
 /// `::ffff:a.b.c.d/120` style entries become plain IPv4 networks, like client addresses do.
 fn canonical_net(n: IpNet) -> IpNet {
     if let IpNet::V6(v6) = n {
@@ -163,7 +177,7 @@ pub fn compile(
             let s = cx.expand("upgrade_socket", s);
             cx.resolve(&s)
         })
-        .unwrap_or_else(|| PathBuf::from("/tmp/hookgate-upgrade.sock"));
+        .unwrap_or_else(|| default_upgrade_socket(env));
 
     let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     if max_connections == 0 {
@@ -263,6 +277,7 @@ pub fn compile(
         listeners,
         threads,
         grace_period,
+        upgrade_socket_default: raw.upgrade_socket.is_none(),
         upgrade_socket,
         max_connections,
         max_inflight_body,

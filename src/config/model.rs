@@ -16,6 +16,8 @@ pub struct Config {
     pub threads: usize,
     pub grace_period: Duration,
     pub upgrade_socket: PathBuf,
+    /// Whether `upgrade_socket` is hookgate's default, in a directory it keeps private.
+    pub upgrade_socket_default: bool,
     pub max_connections: usize,
     pub max_inflight_body: usize,
     pub admin: Option<AdminSettings>,

@@ -26,10 +26,23 @@ pub fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted: &NetSet) -
             peer_trusted: false,
         };
     }
-    let entries: Vec<&str> = headers
+    let lines: Vec<Option<&str>> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().ok())
+        .collect();
+    // A line that is not visible ASCII is junk like any unparsable entry: the client is
+    // unknown (fail closed), never the proxy itself.
+    if lines.iter().any(Option::is_none) {
+        return Client {
+            addr: None,
+            https: tls || forwarded_https(headers),
+            peer_trusted: true,
+        };
+    }
+    let entries: Vec<&str> = lines
+        .into_iter()
+        .flatten()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|e| !e.is_empty())
@@ -50,18 +63,22 @@ pub fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted: &NetSet) -
         // Every entry was a trusted proxy: the left-most is as close to the client as we know.
         found.unwrap_or_else(|| parse_entry(entries[0]))
     };
-    let forwarded_https = headers
+    Client {
+        addr,
+        https: tls || forwarded_https(headers),
+        peer_trusted: true,
+    }
+}
+
+/// The last X-Forwarded-Proto entry (the nearest trusted proxy's view) says https.
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
         .get_all("x-forwarded-proto")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .next_back()
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
-    Client {
-        addr,
-        https: tls || forwarded_https,
-        peer_trusted: true,
-    }
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 
 /// An X-Forwarded-For entry: an address, optionally with a port (`1.2.3.4:80`, `[::1]:80`).
@@ -163,6 +180,18 @@ mod tests {
             &trusted,
         );
         assert_eq!(ported.addr, Some(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn a_forwarded_line_that_is_not_visible_ascii_makes_the_client_unknown() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"198.51.100.7\xff").unwrap(),
+        );
+        let c = resolve(ip("10.0.0.1"), false, &h, &nets(&["10.0.0.0/8"]));
+        assert_eq!(c.addr, None, "not the proxy 10.0.0.1");
+        assert!(check(Some(&nets(&["10.0.0.0/8"])), &c).is_err());
     }
 
     #[test]

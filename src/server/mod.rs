@@ -51,6 +51,37 @@ pub enum RunError {
     Tls { addr: String, message: String },
     #[error("{0}")]
     DevCertificate(String),
+    #[error("upgrade_socket directory {dir}: {message}")]
+    UpgradeSocket { dir: String, message: String },
+}
+
+/// Makes the default upgrade socket's directory, private to this user (0700): Pingora creates
+/// the socket itself, open to anyone who can reach it, and it hands over listening sockets.
+/// An existing directory must be ours and closed to others.
+fn private_upgrade_dir(socket: &std::path::Path) -> Result<(), RunError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let Some(dir) = socket.parent() else {
+        return Ok(());
+    };
+    let fail = |message: String| RunError::UpgradeSocket {
+        dir: dir.display().to_string(),
+        message,
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(e.to_string()))?;
+    let me = std::fs::metadata("/proc/self")
+        .map_err(|e| fail(e.to_string()))?
+        .uid();
+    if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+        return Err(fail(format!(
+            "must be a directory owned by uid {me} and closed to others (mode 0700); set upgrade_socket to choose another place"
+        )));
+    }
+    Ok(())
 }
 
 /// What the configured store offers: idempotency keys always, the delivery queue where it is
@@ -89,6 +120,9 @@ pub fn open_store(config: &Config) -> Result<Stores, StoreError> {
 /// Serves `config` until a shutdown signal; with `upgrade`, takes the listening sockets over from
 /// the running process (Pingora's graceful upgrade) instead of binding them.
 pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
+    if config.upgrade_socket_default {
+        private_upgrade_dir(&config.upgrade_socket)?;
+    }
     let Stores { keys: store, queue } = open_store(&config)?;
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime {

@@ -82,3 +82,54 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     assert_eq!(send("rotated-secret", "r5").await, 200);
     assert!(gw.log().contains("config reload refused"));
 }
+
+#[test]
+fn the_default_upgrade_socket_lives_in_a_directory_only_we_may_enter() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    // No upgrade_socket: the default one is used.
+    std::fs::write(
+        &config,
+        format!(
+            "listen: [{{ addr: \"127.0.0.1:{}\" }}]\ngrace_period: 1s\nroutes:\n  - {{ name: r, path: /r, upstream: \"http://127.0.0.1:9\" }}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let private = runtime.path().join("hookgate");
+    let mut child = run();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !private.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upgrade socket directory made"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A directory others may enter is refused, not used.
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run().wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upgrade_socket directory") && err.contains("0700"),
+        "{err}"
+    );
+}

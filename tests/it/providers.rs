@@ -123,11 +123,13 @@ async fn provider_libraries_and_hookgate_agree() {
 }
 
 #[test]
-fn every_provider_example_passes_check() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+fn every_shipped_config_passes_check() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let examples = std::fs::read_dir(config.join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path());
     let mut seen = 0;
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let path = entry.unwrap().path();
+    for path in std::iter::once(config.join("hookgate.yaml")).chain(examples) {
         let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["check", "-c"])
             .arg(&path)
@@ -138,6 +140,8 @@ fn every_provider_example_passes_check() {
                 ("STANDARD_WEBHOOK_SECRET", "whsec_c2VjcmV0"),
                 ("SVIX_WEBHOOK_SECRET", "whsec_c2VjcmV0"),
                 ("SLACK_SIGNING_SECRET", "s"),
+                ("IMGGO_WEBHOOK_SECRET", "s"),
+                ("HOOKGATE_ADMIN_TOKEN", "t"),
             ])
             .output()
             .unwrap();
@@ -150,5 +154,8 @@ fn every_provider_example_passes_check() {
         assert!(!out.stdout.is_empty());
         seen += 1;
     }
-    assert!(seen >= 5, "one example per provider");
+    assert!(
+        seen >= 7,
+        "the example config, one example per provider, the queue example"
+    );
 }
