@@ -5,7 +5,8 @@
 //! transaction (group commit): concurrent acceptances share one fsync instead of paying one each.
 //! A caller's answer is sent only after its transaction committed, so `queued` is never said
 //! before the delivery is on disk. Writes that a crash may lose without breaking a promise (a
-//! claim, taking an attempt) commit without a sync; the next synced commit persists them too.
+//! claim, an attempt's outcome: losing it only delivers the attempt again) commit without a
+//! sync, and are synced within `SYNC_EVERY` or by the next acceptance's sync.
 
 use super::queue::{
     rfc3339, unix_ms, AttemptResult, AttemptView, DeliveryDetail, DeliveryId, DeliveryState,
@@ -14,6 +15,7 @@ use super::queue::{
 };
 use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{
@@ -25,7 +27,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 
 /// Idempotency records: key → (claim token, or 0 once delivered; expiry in Unix ms).
@@ -385,10 +387,16 @@ impl Batch {
     }
 }
 
+/// The open database, or none while it is being reopened after an I/O failure (redb refuses
+/// every write after one until the file is opened again).
+type Slot = Arc<ArcSwapOption<Database>>;
+
 pub struct FileStore {
-    db: Arc<Database>,
+    db: Slot,
     writer: Mutex<mpsc::Sender<Op>>,
     counts: Arc<Mutex<Counts>>,
+    /// Attempts in progress, (delivery id, destination) → held until (their lease).
+    in_flight: Mutex<HashMap<(u64, String), Instant>>,
 }
 
 impl FileStore {
@@ -402,21 +410,26 @@ impl FileStore {
         }
         let db = Database::create(path)
             .map_err(|e| StoreError::Failed(format!("{}: {e}", path.display())))?;
-        let db = Arc::new(db);
         let (counts, last_id) = Self::recount(&db)?;
+        let db: Slot = Arc::new(ArcSwapOption::from_pointee(db));
         let counts = Arc::new(Mutex::new(counts));
         let next_id = Arc::new(AtomicU64::new(last_id.map_or(0, |l| l + 1)));
         let (tx, rx) = mpsc::channel::<Op>();
-        let writer_db = db.clone();
-        let writer_counts = counts.clone();
+        let writer = Writer {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            counts: counts.clone(),
+            next_id,
+        };
         std::thread::Builder::new()
             .name("hookgate-store".into())
-            .spawn(move || write_loop(&writer_db, &rx, &writer_counts, &next_id))
+            .spawn(move || writer.run(&rx))
             .map_err(|e| StoreError::Failed(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             db,
             writer: Mutex::new(tx),
             counts,
+            in_flight: Mutex::default(),
         })
     }
 
@@ -468,69 +481,179 @@ impl FileStore {
             .map_err(|_| StoreError::Failed("the write was not committed".into()))?
     }
 
+    /// The open database, unless it is being reopened.
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .load_full()
+            .ok_or_else(|| StoreError::Unavailable("the store file is being reopened".into()))
+    }
+
     /// Runs a read on a blocking thread.
     async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let db = self.db.clone();
+        let db = self.database()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StoreError::Failed(format!("store read failed: {e}")))?
     }
 }
 
-/// The writer thread: one transaction per batch of waiting ops, answers after the commit.
-fn write_loop(
-    db: &Database,
-    rx: &mpsc::Receiver<Op>,
-    counts: &Arc<Mutex<Counts>>,
-    next_id: &Arc<AtomicU64>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+/// The writer thread's state: the database slot it may reopen, and what its batches share.
+struct Writer {
+    db: Slot,
+    path: std::path::PathBuf,
+    counts: Arc<Mutex<Counts>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// Commits that need no sync of their own (recorded attempts, claims) are synced at most this
+/// long after, or with the next acceptance.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a reopen waits for reads in progress to let go of the old database.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
+impl Writer {
+    /// One transaction per batch of waiting ops; every op is answered after the commit. After a
+    /// failed commit (a full disk, an I/O error) the file is reopened before the next batch, so
+    /// the store recovers by itself once the disk is writable again.
+    fn run(&self, rx: &mpsc::Receiver<Op>) {
+        let mut broken = false;
+        // A commit without a sync happened since the last synced one.
+        let mut unsynced = false;
+        loop {
+            let first = if unsynced && !broken {
+                match rx.recv_timeout(SYNC_EVERY) {
+                    Ok(op) => op,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        unsynced = !self.sync();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                }
+            };
+            let mut ops = vec![first];
+            while ops.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            if broken {
+                match self.reopen() {
+                    Ok(()) => {
+                        broken = false;
+                        tracing::info!(file = %self.path.display(), "store file reopened; writes resume");
+                    }
+                    // The ops are dropped unanswered: their callers see a failed write.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "store file still not writable");
+                        continue;
+                    }
+                }
+            }
+            let Some(db) = self.db.load_full() else {
+                broken = true;
+                continue;
+            };
+            let durable = ops.iter().any(|o| o.durable);
+            match self.commit(&db, ops) {
+                Ok((replies, deltas)) => {
+                    unsynced = !durable;
+                    if let Ok(mut c) = self.counts.lock() {
+                        c.apply(&deltas);
+                    }
+                    for reply in replies {
+                        reply(Ok(()));
+                    }
+                }
+                // Every op of the batch is answered with an error: their senders drop with it.
+                Err(e) => {
+                    tracing::error!(error = %e, "store write failed; nothing of it was kept");
+                    broken = true;
+                }
             }
         }
+    }
+
+    /// Syncs what earlier commits left unsynced (an empty synced commit persists them).
+    fn sync(&self) -> bool {
+        let Some(db) = self.db.load_full() else {
+            return false;
+        };
+        let synced = db.begin_write().map_err(err).and_then(|mut txn| {
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            txn.commit().map_err(err)
+        });
+        if let Err(e) = &synced {
+            tracing::warn!(error = %e, "store sync failed");
+        }
+        synced.is_ok()
+    }
+
+    fn commit(&self, db: &Database, ops: Vec<Op>) -> Result<(Vec<Reply>, Deltas), StoreError> {
         let durable = ops.iter().any(|o| o.durable);
         let mut batch = Batch {
             deltas: Deltas::default(),
-            counts: counts.clone(),
-            next_id: next_id.clone(),
+            counts: self.counts.clone(),
+            next_id: self.next_id.clone(),
         };
-        let outcome = (|| -> Result<Vec<Reply>, StoreError> {
-            let mut txn = db.begin_write().map_err(err)?;
-            txn.set_durability(if durable {
-                Durability::Immediate
-            } else {
-                Durability::None
-            })
-            .map_err(err)?;
-            let mut replies = Vec::with_capacity(ops.len());
-            {
-                let mut tables = Tables::open(&txn).map_err(err)?;
-                for op in ops {
-                    replies.push((op.apply)(&mut tables, &mut batch)?);
-                }
+        let mut txn = db.begin_write().map_err(err)?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(err)?;
+        let mut replies = Vec::with_capacity(ops.len());
+        {
+            let mut tables = Tables::open(&txn).map_err(err)?;
+            for op in ops {
+                replies.push((op.apply)(&mut tables, &mut batch)?);
             }
-            txn.commit().map_err(err)?;
-            Ok(replies)
-        })();
-        match outcome {
-            Ok(replies) => {
-                if let Ok(mut c) = counts.lock() {
-                    c.apply(&batch.deltas);
-                }
-                for reply in replies {
-                    reply(Ok(()));
-                }
-            }
-            // Every op of the batch is answered with an error: their senders drop with it.
-            Err(e) => tracing::error!(error = %e, "store write failed; nothing of it was kept"),
         }
+        txn.commit().map_err(err)?;
+        Ok((replies, batch.deltas))
+    }
+
+    /// Closes the database (once reads in progress let go of it) and opens the file again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        if let Some(mut old) = self.db.swap(None) {
+            let deadline = std::time::Instant::now() + REOPEN_WAIT;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_read) if std::time::Instant::now() < deadline => {
+                        old = still_read;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(still_read) => {
+                        self.db.store(Some(still_read));
+                        return Err(StoreError::Unavailable(
+                            "reads still hold the store file".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let db = Database::create(&self.path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
+        let (counts, _) = FileStore::recount(&db)?;
+        if let Ok(mut c) = self.counts.lock() {
+            *c = counts;
+        }
+        self.db.store(Some(Arc::new(db)));
+        Ok(())
     }
 }
 
@@ -670,124 +793,145 @@ impl Queue for FileStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<DueAttempt>, StoreError> {
+        // Taking writes nothing: one process serves the file, so attempts in progress are
+        // remembered here. After a crash they are simply due again when the file reopens.
         let key = dest_key(route, destination);
-        let destination = destination.to_string();
-        self.write(false, move |t, _| {
-            let due: Vec<(u64, u64)> = t
-                .due
-                .range((key.as_str(), 0, 0)..=(key.as_str(), now_ms, u64::MAX))
-                .map_err(err)?
-                .take(limit)
-                .map(|row| row.map(|(k, _)| (k.value().1, k.value().2)))
-                .collect::<Result<_, _>>()
-                .map_err(err)?;
-            let held_until = now_ms + lease.as_millis() as u64;
-            let mut taken = Vec::with_capacity(due.len());
-            for (at, id) in due {
-                t.due.remove((key.as_str(), at, id)).map_err(err)?;
-                let Some(mut d) = t.delivery(id)? else {
-                    continue;
-                };
-                let Some(dest) = d.destinations.iter_mut().find(|x| x.name == destination) else {
-                    continue;
-                };
-                dest.attempts += 1;
-                dest.scheduled += 1;
-                dest.due_ms = Some(held_until);
-                let (attempt, scheduled) = (dest.attempts, dest.scheduled);
-                t.due
-                    .insert((key.as_str(), held_until, id), ())
-                    .map_err(err)?;
-                t.put_delivery(id, &d)?;
-                let payload = t
-                    .payloads
-                    .get(id)
-                    .map_err(err)?
-                    .map(|v| Bytes::copy_from_slice(v.value()))
-                    .unwrap_or_default();
-                let head_len = d.head_len.min(payload.len());
-                taken.push(DueAttempt {
-                    id: DeliveryId(id),
-                    destination: destination.clone(),
-                    attempt,
-                    scheduled,
-                    target: d.target.clone(),
-                    headers: payload.slice(..head_len),
-                    body: payload.slice(head_len..),
-                    received_ms: d.received_ms,
-                });
+        let read = self.database()?.begin_read().map_err(err)?;
+        let due = read.open_table(DUE).map_err(err)?;
+        let deliveries = read.open_table(DELIVERIES).map_err(err)?;
+        let payloads = read.open_table(PAYLOADS).map_err(err)?;
+        let mut taken = Vec::new();
+        let held_until = Instant::now() + lease;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for row in due
+            .range((key.as_str(), 0, 0)..=(key.as_str(), now_ms, u64::MAX))
+            .map_err(err)?
+        {
+            if taken.len() == limit {
+                break;
             }
-            Ok(taken)
-        })
-        .await
+            let id = row.map_err(err)?.0.value().2;
+            if in_flight
+                .get(&(id, destination.to_string()))
+                .is_some_and(|until| *until > Instant::now())
+            {
+                continue;
+            }
+            let Some(d) = deliveries.get(id).map_err(err)? else {
+                continue;
+            };
+            let d: StoredDelivery = decode(d.value())?;
+            let Some(dest) = d.destinations.iter().find(|x| x.name == destination) else {
+                continue;
+            };
+            let payload = payloads
+                .get(id)
+                .map_err(err)?
+                .map(|v| Bytes::copy_from_slice(v.value()))
+                .unwrap_or_default();
+            let head_len = d.head_len.min(payload.len());
+            in_flight.insert((id, destination.to_string()), held_until);
+            taken.push(DueAttempt {
+                id: DeliveryId(id),
+                destination: destination.to_string(),
+                attempt: dest.attempts + 1,
+                scheduled: dest.scheduled + 1,
+                target: d.target.clone(),
+                headers: payload.slice(..head_len),
+                body: payload.slice(head_len..),
+                received_ms: d.received_ms,
+            });
+        }
+        Ok(taken)
     }
 
     async fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError> {
         let key = dest_key(route, destination);
-        let read = self.db.begin_read().map_err(err)?;
+        let read = self.database()?.begin_read().map_err(err)?;
         let due = read.open_table(DUE).map_err(err)?;
-        let first = due
+        let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for row in due
             .range((key.as_str(), 0, 0)..=(key.as_str(), u64::MAX, u64::MAX))
             .map_err(err)?
-            .next();
-        match first {
-            Some(row) => Ok(Some(row.map_err(err)?.0.value().1)),
-            None => Ok(None),
+        {
+            let (_, at, id) = row.map_err(err)?.0.value();
+            let held = in_flight
+                .get(&(id, destination.to_string()))
+                .is_some_and(|until| *until > Instant::now());
+            if !held {
+                return Ok(Some(at));
+            }
         }
+        Ok(None)
     }
 
     async fn record(&self, r: AttemptResult) -> Result<(), StoreError> {
-        self.write(true, move |t, batch| {
-            let now = unix_ms(SystemTime::now());
-            let id = r.id.0;
-            let Some(mut d) = t.delivery(id)? else {
-                return Ok(());
-            };
-            let Some(i) = d.destinations.iter().position(|x| x.name == r.destination) else {
-                return Ok(());
-            };
-            d.attempts_recorded += 1;
-            let row = StoredAttempt {
-                destination: r.destination.clone(),
-                n: r.attempt,
-                started_ms: r.started_ms,
-                duration_ms: r.duration_ms,
-                status: r.status,
-                error: r.error.clone(),
-            };
-            t.attempts
-                .insert((id, d.attempts_recorded), encode(&row).as_slice())
-                .map_err(err)?;
-            let key = dest_key(&d.route, &r.destination);
-            let dest = &mut d.destinations[i];
-            dest.last_status = r.status;
-            dest.last_error = r.error.clone();
-            // A retry by hand (or a newer attempt) superseded this one: keep its record only.
-            if dest.state != DestinationState::Pending || dest.attempts != r.attempt {
-                t.put_delivery(id, &d)?;
-                return Ok(());
-            }
-            match r.next {
-                Some(Some(at)) => t.schedule(id, &mut d, i, at, &mut batch.deltas)?,
-                outcome => {
-                    if let Some(old) = dest.due_ms.take() {
-                        t.due.remove((key.as_str(), old, id)).map_err(err)?;
-                    }
-                    t.pending.remove((key.as_str(), id)).map_err(err)?;
-                    batch.deltas.pending(&key, -1);
-                    if outcome.is_none() {
-                        dest.state = DestinationState::Delivered;
-                    } else {
-                        dest.state = DestinationState::Dead;
-                        t.dead.insert((key.as_str(), id), ()).map_err(err)?;
-                        batch.deltas.dead(&key, 1);
-                    }
-                    t.finish_if_done(id, &mut d, now, &mut batch.deltas)?;
+        // Recorded without waiting for a sync: the writer syncs within `SYNC_EVERY` (or with the
+        // next acceptance). A crash before that delivers the attempt again: at least once.
+        let taken = (r.id.0, r.destination.clone());
+        let result = self
+            .write(false, move |t, batch| {
+                let now = unix_ms(SystemTime::now());
+                let id = r.id.0;
+                let Some(mut d) = t.delivery(id)? else {
+                    return Ok(());
+                };
+                let Some(i) = d.destinations.iter().position(|x| x.name == r.destination) else {
+                    return Ok(());
+                };
+                d.attempts_recorded += 1;
+                let row = StoredAttempt {
+                    destination: r.destination.clone(),
+                    n: r.attempt,
+                    started_ms: r.started_ms,
+                    duration_ms: r.duration_ms,
+                    status: r.status,
+                    error: r.error.clone(),
+                };
+                t.attempts
+                    .insert((id, d.attempts_recorded), encode(&row).as_slice())
+                    .map_err(err)?;
+                let key = dest_key(&d.route, &r.destination);
+                let dest = &mut d.destinations[i];
+                dest.last_status = r.status;
+                dest.last_error = r.error.clone();
+                // A retry by hand (or a newer attempt) superseded this one: keep its record only.
+                if dest.state != DestinationState::Pending || dest.attempts + 1 != r.attempt {
+                    t.put_delivery(id, &d)?;
+                    return Ok(());
                 }
-            }
-            t.put_delivery(id, &d)
-        })
-        .await
+                dest.attempts = r.attempt;
+                dest.scheduled += 1;
+                match r.next {
+                    Some(Some(at)) => t.schedule(id, &mut d, i, at, &mut batch.deltas)?,
+                    outcome => {
+                        if let Some(old) = dest.due_ms.take() {
+                            t.due.remove((key.as_str(), old, id)).map_err(err)?;
+                        }
+                        t.pending.remove((key.as_str(), id)).map_err(err)?;
+                        batch.deltas.pending(&key, -1);
+                        if outcome.is_none() {
+                            dest.state = DestinationState::Delivered;
+                        } else {
+                            dest.state = DestinationState::Dead;
+                            t.dead.insert((key.as_str(), id), ()).map_err(err)?;
+                            batch.deltas.dead(&key, 1);
+                        }
+                        t.finish_if_done(id, &mut d, now, &mut batch.deltas)?;
+                    }
+                }
+                t.put_delivery(id, &d)
+            })
+            .await;
+        // Recorded: the destination is due again (or done) by what the store says. Not recorded:
+        // it stays held until its lease runs out, then it is attempted again.
+        if result.is_ok() {
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&taken);
+        }
+        result
     }
 
     async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
@@ -852,7 +996,7 @@ impl Queue for FileStore {
         keys.sort();
         keys.dedup();
         let oldest = |key: &str| -> Option<u64> {
-            let read = self.db.begin_read().ok()?;
+            let read = self.database().ok()?.begin_read().ok()?;
             let pending = read.open_table(PENDING).ok()?;
             let mut rows = pending.range((key, 0)..=(key, u64::MAX)).ok()?;
             let (k, _) = rows.next()?.ok()?;

@@ -4,6 +4,7 @@
 mod cli;
 mod contract;
 mod delivery_log;
+mod deploy;
 mod forwarding;
 mod hardening;
 mod harness;

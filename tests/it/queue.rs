@@ -459,3 +459,121 @@ async fn max_queued_answers_queue_full_and_the_sender_keeps_it() {
     let (status, code, _) = answer(resp).await;
     assert_eq!((status, code.as_str()), (503, "queue_full"));
 }
+
+/// A small file system of the test's own, unmounted on drop (needs root, as CI and this
+/// project's machines run the tests).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a small tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_503_with_nothing_half_stored_and_recovers_once_there_is_room() {
+    let disk = SmallDisk::mount("8m");
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let store = disk.dir.path().join("state.db");
+    let cfg = queue_config(&app.url(), &analytics.url(), FAST)
+        .replace("file:state.db", &format!("file:{}", store.display()))
+        .replace("max_body: 256KiB", "max_body: 1MiB");
+    let cfg = cfg.replace("    schema: SCHEMA\n", "");
+    let gw = Gateway::start(&cfg).await;
+    // Fill the disk, then give back a little room: a few deliveries fit, then none.
+    let filler = disk.dir.path().join("filler");
+    let out = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "count=1000"])
+        .arg(format!("of={}", filler.display()))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the filler should hit the end of the disk"
+    );
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len.saturating_sub(1 << 20)).unwrap();
+    drop(file);
+
+    let big = |i: usize| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&delivery("job.failed", &format!("full{i}"))).unwrap();
+        v["padding"] = serde_json::json!("p".repeat(300_000));
+        serde_json::to_vec(&v).unwrap()
+    };
+    let mut refused = None;
+    let mut queued = Vec::new();
+    for i in 0..40 {
+        let (status, code, id) = queue(&gw, &big(i)).await;
+        match (status, code.as_str()) {
+            (200, "queued") => queued.push(id.unwrap()),
+            (503, "store_unavailable") => {
+                refused = Some(i);
+                break;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let refused = refused.expect("a full disk must refuse a delivery");
+    // Nothing of the refused delivery was kept: it is not in the log, and never delivered.
+    let listed: serde_json::Value = reqwest::get(gw.admin_url("/api/deliveries?limit=500"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = listed["deliveries"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        listed,
+        queued.len(),
+        "only what was answered queued is stored"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let again = loop {
+        let (status, _, id) = queue(&gw, &big(refused)).await;
+        if status == 200 {
+            break id.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store did not recover once there was room"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    queued.push(again);
+    eventually("every queued delivery at the app", || {
+        queued
+            .iter()
+            .all(|id| !app.received_with("Hookgate-Delivery-Id", id).is_empty())
+    })
+    .await;
+}
