@@ -735,7 +735,7 @@ impl Queue for FileStore {
                     None => {}
                 }
             }
-            if batch.open_count(&new.route) >= new.max_queued as i64 {
+            if batch.open_count(&new.route).max(0) as u64 >= new.max_queued {
                 return Ok(Enqueued::Full);
             }
             let id = batch.new_id(new.received_ms);

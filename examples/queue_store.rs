@@ -1,0 +1,85 @@
+//! The file store's acceptance rate on its own, without HTTP: `concurrency` tasks enqueue 1 KiB
+//! deliveries for `seconds`, as the gateway's connections would.
+//!
+//!     cargo run --release --example queue_store -- [seconds] [concurrency] [path]
+
+use bytes::Bytes;
+use hookgate::pipeline::DeliveryKey;
+use hookgate::store::file::FileStore;
+use hookgate::store::queue::{unix_ms, Enqueued, NewDelivery, Queue};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
+    let dir = tempfile::tempdir().unwrap();
+    let path = args
+        .get(3)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("q.db"));
+    let store = Arc::new(FileStore::open(&path).unwrap());
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (store, done) = (store.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i: u128 = 0;
+            while Instant::now() < until {
+                i += 1;
+                let key = DeliveryKey {
+                    scope: Arc::from("imggo"),
+                    id: (t as u128) << 64 | i,
+                    lease: Duration::from_secs(60),
+                    ttl: Duration::from_secs(86400),
+                };
+                let new = NewDelivery {
+                    route: "imggo".into(),
+                    key: Some(key),
+                    event: Some("job.completed".into()),
+                    target: "/webhooks/imggo".into(),
+                    headers: Bytes::from(vec![b'h'; 700]),
+                    body: Bytes::from(vec![b'b'; 300]),
+                    destinations: vec!["app".into()],
+                    received_ms: unix_ms(SystemTime::now()),
+                    max_queued: u64::MAX,
+                };
+                match store.enqueue(new).await {
+                    Ok(Enqueued::Queued(_)) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        eprintln!("not queued: {other:?}");
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    println!(
+        "{n} accepted in {elapsed:.1}s: {:.0}/s, {:.1} us CPU per acceptance, file {} MiB",
+        n as f64 / elapsed,
+        cpu * 1e6 / n as f64,
+        std::fs::metadata(&path).map_or(0, |m| m.len() >> 20)
+    );
+}
