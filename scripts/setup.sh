@@ -29,7 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The providers' own signing libraries, for the scheme conformance tests.
-if ! python3 -c "import stripe, standardwebhooks, svix, slack_sdk" >/dev/null 2>&1; then
+if ! python3 -c "import stripe, standardwebhooks, svix, slack_sdk, twilio, nacl, sendgrid, paddle_billing, square, cryptography" >/dev/null 2>&1; then
   echo "setup: installing the providers' Python libraries (tests/providers/requirements.txt)"
   python3 -m pip install -q --disable-pip-version-check -r tests/providers/requirements.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi

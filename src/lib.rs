@@ -19,3 +19,4 @@ pub mod server;
 pub mod signature;
 pub mod store;
 pub mod trace;
+pub mod urlencoded;

@@ -176,6 +176,8 @@ pub enum Answer {
     Queued {
         delivery_id: String,
     },
+    /// A provider's verification request, answered at the gateway (`handshake: true`).
+    Handshake(crate::signature::Handshake),
 }
 
 impl From<Rejection> for Answer {
@@ -188,7 +190,10 @@ impl Answer {
     pub fn status(&self) -> u16 {
         match self {
             Answer::Reject(r) => r.describe().0,
-            Answer::Ignored | Answer::AlreadyProcessed | Answer::Queued { .. } => 200,
+            Answer::Ignored
+            | Answer::AlreadyProcessed
+            | Answer::Queued { .. }
+            | Answer::Handshake(_) => 200,
         }
     }
 
@@ -199,6 +204,7 @@ impl Answer {
             Answer::Ignored => "ignored",
             Answer::AlreadyProcessed => "duplicate",
             Answer::Queued { .. } => "queued",
+            Answer::Handshake(_) => "handshake",
         }
     }
 
@@ -211,6 +217,14 @@ impl Answer {
                 &serde_json::json!({ "status": "queued", "delivery_id": delivery_id }),
             )
             .unwrap_or_default(),
+            Answer::Handshake(h) => h.body.clone(),
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Answer::Handshake(h) => h.content_type,
+            _ => "application/json",
         }
     }
 
@@ -224,7 +238,7 @@ impl Answer {
                 .into_iter()
                 .collect(),
             Answer::AlreadyProcessed => vec![("Idempotent-Replayed", "true".into())],
-            Answer::Ignored | Answer::Queued { .. } => vec![],
+            Answer::Ignored | Answer::Queued { .. } | Answer::Handshake(_) => vec![],
         }
     }
 }

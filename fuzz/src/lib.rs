@@ -1,6 +1,6 @@
 //! Shared driver for the signature fuzz targets: hostile header values and body into one scheme.
 
-use hookgate::signature::{build, SchemeSettings};
+use hookgate::signature::{build, Provider, SchemeSettings};
 use std::time::{Duration, SystemTime};
 
 /// Feeds `data` (header values separated by 0xff, then the body) to `scheme`'s parser and
@@ -18,8 +18,13 @@ pub fn verify_scheme(scheme: &str, secret: &str, names: &[&'static str], data: &
         encoding: None,
         prefix: None,
         // Only timestamped schemes take a tolerance; the others refuse the setting.
-        tolerance: matches!(scheme, "stripe" | "slack" | "standard-webhooks" | "svix")
-            .then_some(Duration::from_secs(300)),
+        tolerance: (matches!(scheme, "stripe" | "slack" | "standard-webhooks" | "svix")
+            || Provider::parse(scheme).is_some_and(Provider::timestamped))
+        .then_some(Duration::from_secs(300)),
+        public_url: Provider::parse(scheme)
+            .is_some_and(Provider::signs_url)
+            .then_some("https://hooks.example.com/webhooks/fuzz?x=1"),
+        handshake: false,
     })
     .unwrap_or_else(|_| panic!("fuzz settings for {scheme} must build"));
     let mut headers = http::HeaderMap::new();

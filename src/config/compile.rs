@@ -714,6 +714,10 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
         .prefix
         .as_deref()
         .map(|p| cx.expand(&format!("{at}.prefix"), p));
+    let public_url = s
+        .public_url
+        .as_deref()
+        .map(|u| cx.expand(&format!("{at}.public_url"), u));
     let settings = SchemeSettings {
         scheme: &s.scheme,
         secrets: &secrets,
@@ -722,6 +726,8 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
         encoding: s.encoding.as_deref(),
         prefix: prefix.as_deref(),
         tolerance: s.tolerance.map(|t| t.0),
+        public_url: public_url.as_deref(),
+        handshake: s.handshake.unwrap_or(false),
     };
     match signature::build(&settings) {
         Ok(v) => Some(v),

@@ -154,7 +154,9 @@ pub struct RawDelivery {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSignature {
-    /// imggo, hmac, github, shopify, stripe, slack, standard-webhooks or svix.
+    /// imggo, hmac, github, shopify, stripe, slack, standard-webhooks, svix, or a provider
+    /// preset (twilio, discord, sendgrid, paddle, square, pagerduty, linear, gitlab, zoom,
+    /// mailgun, intercom, typeform, calendly, terraform, twitch).
     pub scheme: String,
     /// Accepted secrets; several allow rotation.
     pub secrets: Vec<String>,
@@ -168,6 +170,10 @@ pub struct RawSignature {
     pub prefix: Option<String>,
     /// Timestamped schemes: accepted clock skew either way (default 5m).
     pub tolerance: Option<HumanDuration>,
+    /// square, twilio: the URL the provider delivers to, as it sees it (it signs it).
+    pub public_url: Option<String>,
+    /// slack, zoom, twitch, discord: answer the provider's verification request at the gateway.
+    pub handshake: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -78,7 +78,7 @@ fn event_name(route: &Route, json: Option<&serde_json::Value>) -> Option<String>
     json?.pointer(pointer)?.as_str().map(str::to_string)
 }
 
-/// signature → parse → schema → events → idempotency key. Runs on the complete body, whose size
+/// signature (and a verification request answered) → parse → schema → events → idempotency key. Runs on the complete body, whose size
 /// the body reader already bounded.
 pub fn check_body(
     route: &Route,
@@ -87,6 +87,14 @@ pub fn check_body(
     received_at: SystemTime,
 ) -> Result<Checked, Answer> {
     signature::check(route.signature.as_deref(), headers, body, received_at)?;
+    // A provider's verification request is answered here, once it is known to be genuine.
+    if let Some(h) = route
+        .signature
+        .as_deref()
+        .and_then(|s| s.handshake(headers, body))
+    {
+        return Err(Answer::Handshake(h));
+    }
     let json = if route.needs_json() {
         Some(parse::parse(body)?)
     } else {

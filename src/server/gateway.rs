@@ -317,7 +317,7 @@ impl GatewayApp {
         let Ok(mut header) = ResponseHeader::build(answer.status(), Some(4)) else {
             return;
         };
-        let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = header.insert_header(http::header::CONTENT_TYPE, answer.content_type());
         let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
         let _ = header.insert_header("X-Request-Id", log.request_id.as_str());
         for (name, value) in answer.headers() {

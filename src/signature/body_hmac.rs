@@ -1,4 +1,5 @@
-//! HMAC over the raw body in one header: `imggo`, `github`, `shopify` and the generic `hmac`.
+//! HMAC over the raw body in one header: `imggo`, `github`, `shopify`, the generic `hmac`, and the
+//! `intercom`, `typeform` and `terraform` presets.
 
 use super::mac::{any_verifies, Algorithm, KeyedMac};
 use super::{header, Scheme, SchemeSettings, SettingError, SignatureError};
@@ -80,6 +81,42 @@ impl BodyHmac {
             "",
             secrets,
         )
+    }
+
+    /// Presets that are a body HMAC in one header: Intercom (`X-Hub-Signature: sha1=` hex
+    /// HMAC-SHA1), Typeform (`Typeform-Signature: sha256=` base64 HMAC-SHA256), Terraform Cloud
+    /// (`X-TFE-Notification-Signature` hex HMAC-SHA512).
+    pub fn preset(name: &str, secrets: &[String]) -> Result<Self, SettingError> {
+        match name {
+            "intercom" => Self::new(
+                "intercom",
+                "X-Hub-Signature",
+                Algorithm::Sha1,
+                Encoding::Hex,
+                "sha1=",
+                secrets,
+            ),
+            "typeform" => Self::new(
+                "typeform",
+                "Typeform-Signature",
+                Algorithm::Sha256,
+                Encoding::Base64,
+                "sha256=",
+                secrets,
+            ),
+            "terraform" => Self::new(
+                "terraform",
+                "X-TFE-Notification-Signature",
+                Algorithm::Sha512,
+                Encoding::Hex,
+                "",
+                secrets,
+            ),
+            other => Err((
+                "scheme".into(),
+                format!("{other} is not a body-HMAC preset"),
+            )),
+        }
     }
 
     /// Generic: every part configurable; `header` is required.
@@ -290,6 +327,8 @@ mod tests {
             encoding: Some("base64"),
             prefix: Some("v="),
             tolerance: None,
+            public_url: None,
+            handshake: false,
         };
         let s = BodyHmac::generic(&settings).unwrap();
         let now = SystemTime::now();

@@ -1,7 +1,9 @@
 //! Signature schemes (PRODUCT.md §4): one verifier interface, one small file per scheme.
 
+mod asymmetric;
 mod body_hmac;
 pub mod mac;
+mod providers;
 mod slack;
 mod standard;
 mod stripe;
@@ -9,7 +11,9 @@ mod stripe;
 use http::HeaderMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use asymmetric::{Discord, SendGrid};
 pub use body_hmac::BodyHmac;
+pub use providers::{Provider, ProviderScheme};
 pub use slack::Slack;
 pub use standard::StandardWebhooks;
 pub use stripe::Stripe;
@@ -23,6 +27,29 @@ pub enum SignatureError {
     Invalid,
     #[error("the signed timestamp is outside the accepted tolerance")]
     OutOfTolerance,
+}
+
+/// The gateway's own answer to a provider's verification request (PRODUCT.md §4 `handshake`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Handshake {
+    pub fn json(value: serde_json::Value) -> Self {
+        Self {
+            content_type: "application/json",
+            body: serde_json::to_vec(&value).unwrap_or_default(),
+        }
+    }
+
+    pub fn text(text: &str) -> Self {
+        Self {
+            content_type: "text/plain",
+            body: text.as_bytes().to_vec(),
+        }
+    }
 }
 
 /// A signature scheme configured with a route's secrets.
@@ -41,6 +68,12 @@ pub trait Scheme: Send + Sync {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), SignatureError>;
+
+    /// With `handshake: true`, the answer to a provider's verification request, when this
+    /// (already verified) delivery is one; it is answered at the gateway and never forwarded.
+    fn handshake(&self, _headers: &HeaderMap, _body: &[u8]) -> Option<Handshake> {
+        None
+    }
 
     /// The header lines a sender would attach to `body` at `now`, from the first secret
     /// (or from `signing_key` where the scheme signs with a private key).
@@ -61,6 +94,10 @@ pub struct SchemeSettings<'a> {
     pub encoding: Option<&'a str>,
     pub prefix: Option<&'a str>,
     pub tolerance: Option<Duration>,
+    /// The URL the sender delivers to, as it sees it (schemes that sign it: square, twilio).
+    pub public_url: Option<&'a str>,
+    /// Answer the provider's verification request at the gateway.
+    pub handshake: bool,
 }
 
 /// A problem with one signature setting: (field below `signature`, message).
@@ -75,6 +112,21 @@ pub const SCHEMES: &[&str] = &[
     "slack",
     "standard-webhooks",
     "svix",
+    "twilio",
+    "discord",
+    "sendgrid",
+    "paddle",
+    "square",
+    "pagerduty",
+    "linear",
+    "gitlab",
+    "zoom",
+    "mailgun",
+    "intercom",
+    "typeform",
+    "calendly",
+    "terraform",
+    "twitch",
 ];
 
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
@@ -90,9 +142,37 @@ pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError
             errors.push((format!("secrets[{i}]"), "secret is empty".into()));
         }
     }
-    let timestamped = matches!(s.scheme, "stripe" | "slack" | "standard-webhooks" | "svix");
+    let provider = Provider::parse(s.scheme);
+    let timestamped = matches!(s.scheme, "stripe" | "slack" | "standard-webhooks" | "svix")
+        || provider.is_some_and(Provider::timestamped);
     let generic = s.scheme == "hmac";
     let header_ok = matches!(s.scheme, "imggo" | "hmac" | "github" | "shopify");
+    let handshake_ok =
+        matches!(s.scheme, "slack" | "discord") || provider.is_some_and(Provider::has_handshake);
+    let signs_url = provider.is_some_and(Provider::signs_url);
+    if s.handshake && !handshake_ok {
+        errors.push((
+            "handshake".into(),
+            format!(
+                "scheme {} sends no verification request; handshake is for slack, zoom, twitch and discord",
+                s.scheme
+            ),
+        ));
+    }
+    match (signs_url, s.public_url) {
+        (true, None) => errors.push((
+            "public_url".into(),
+            format!(
+                "scheme {} signs the URL it delivers to: set public_url to it (e.g. https://hooks.example.com/webhooks/{})",
+                s.scheme, s.scheme
+            ),
+        )),
+        (false, Some(_)) => errors.push((
+            "public_url".into(),
+            format!("scheme {} does not sign the URL", s.scheme),
+        )),
+        _ => {}
+    }
     if !generic {
         for (field, set) in [
             ("algorithm", s.algorithm.is_some()),
@@ -139,10 +219,24 @@ pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError
         "shopify" => Box::new(BodyHmac::shopify(s.header, s.secrets).map_err(|e| vec![e])?),
         "hmac" => Box::new(BodyHmac::generic(s)?),
         "stripe" => Box::new(Stripe::new(s.secrets, tolerance)),
-        "slack" => Box::new(Slack::new(s.secrets, tolerance)),
+        "slack" => Box::new(Slack::new(s.secrets, tolerance, s.handshake)),
         "standard-webhooks" => Box::new(StandardWebhooks::new(s.secrets, tolerance, false)?),
         "svix" => Box::new(StandardWebhooks::new(s.secrets, tolerance, true)?),
-        _ => return Err(vec![("scheme".into(), "unknown scheme".into())]),
+        "discord" => Box::new(Discord::new(s.secrets, s.handshake)?),
+        "sendgrid" => Box::new(SendGrid::new(s.secrets)?),
+        "intercom" | "typeform" | "terraform" => {
+            Box::new(BodyHmac::preset(s.scheme, s.secrets).map_err(|e| vec![e])?)
+        }
+        _ => match provider {
+            Some(p) => Box::new(ProviderScheme::new(
+                p,
+                s.secrets,
+                tolerance,
+                s.public_url,
+                s.handshake,
+            )),
+            None => return Err(vec![("scheme".into(), "unknown scheme".into())]),
+        },
     };
     Ok(scheme)
 }
@@ -189,6 +283,8 @@ mod tests {
             encoding: None,
             prefix: None,
             tolerance: None,
+            public_url: None,
+            handshake: false,
         })
         .err()
         .unwrap();
@@ -202,6 +298,8 @@ mod tests {
             encoding: None,
             prefix: None,
             tolerance: Some(Duration::from_secs(1)),
+            public_url: None,
+            handshake: false,
         })
         .err()
         .unwrap();

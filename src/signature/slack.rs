@@ -8,16 +8,19 @@ use std::time::{Duration, SystemTime};
 pub struct Slack {
     keys: Vec<KeyedMac>,
     tolerance: Duration,
+    /// Answer Slack's `url_verification` at the gateway.
+    handshake: bool,
 }
 
 impl Slack {
-    pub fn new(secrets: &[String], tolerance: Duration) -> Self {
+    pub fn new(secrets: &[String], tolerance: Duration, handshake: bool) -> Self {
         Self {
             keys: secrets
                 .iter()
                 .map(|s| KeyedMac::new(Algorithm::Sha256, s.as_bytes()))
                 .collect(),
             tolerance,
+            handshake,
         }
     }
 }
@@ -54,6 +57,21 @@ impl Scheme for Slack {
             return Err(SignatureError::OutOfTolerance);
         }
         Ok(())
+    }
+
+    /// Slack's `url_verification` (sent signed when a Request URL is saved): the challenge back.
+    fn handshake(&self, _headers: &HeaderMap, body: &[u8]) -> Option<super::Handshake> {
+        if !self.handshake {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        if v.get("type")?.as_str()? != "url_verification" {
+            return None;
+        }
+        let challenge = v.get("challenge")?.as_str()?;
+        Some(super::Handshake::json(
+            serde_json::json!({ "challenge": challenge }),
+        ))
     }
 
     fn sign(
@@ -99,7 +117,7 @@ mod tests {
 
     #[test]
     fn published_vector() {
-        let s = Slack::new(&[SECRET.into()], Duration::from_secs(300));
+        let s = Slack::new(&[SECRET.into()], Duration::from_secs(300), false);
         let at = UNIX_EPOCH + Duration::from_secs(1_531_420_618);
         assert_eq!(s.verify(&headers(TS, SIG), BODY, at), Ok(()));
         assert_eq!(

@@ -13,6 +13,7 @@ mod idempotency;
 mod observability;
 mod operations;
 mod postgres;
+mod presets;
 mod providers;
 mod queue;
 mod redis;
