@@ -10,6 +10,7 @@ mod active;
 mod admin;
 mod body;
 mod budget;
+mod certificate;
 mod delivery;
 mod delivery_log;
 mod enqueue;
@@ -33,6 +34,7 @@ use crate::store::queue::Queue;
 use crate::store::{memory::MemoryStore, redis::RedisStore, Store, StoreError};
 use active::ActiveConfig;
 use arc_swap::ArcSwap;
+use certificate::Certificate;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::listeners::tls::TlsSettings;
@@ -157,6 +159,8 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
             runtime: runtime.clone(),
         },
     );
+    // Certificates from files are re-read on SIGHUP; a dev certificate is made once.
+    let mut certificates = Vec::new();
     for l in &config.listeners {
         match &l.tls {
             None => webhooks.add_tcp(&l.addr),
@@ -169,14 +173,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
                         pair
                     }
                 };
-                let mut settings =
-                    TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
-                        .map_err(|e| RunError::Tls {
-                            addr: l.addr.clone(),
-                            message: e.to_string(),
-                        })?;
+                let tls_error = |message: String| RunError::Tls {
+                    addr: l.addr.clone(),
+                    message,
+                };
+                let certificate = Certificate::load(&cert, &key).map_err(tls_error)?;
+                let mut settings = TlsSettings::with_callbacks(certificate.acceptor())
+                    .map_err(|e| tls_error(e.to_string()))?;
                 settings.enable_h2();
                 webhooks.add_tls_with_settings(&l.addr, None, settings);
+                if matches!(t, ListenerTls::Files { .. }) {
+                    certificates.push(certificate);
+                }
             }
         }
         tracing::info!(addr = %l.addr, tls = l.tls.is_some(), "webhook listener");
@@ -204,6 +212,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         reload::Reloader {
             runtime: runtime.clone(),
             file: config.source.clone(),
+            certificates,
         },
     ));
 

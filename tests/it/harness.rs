@@ -359,12 +359,23 @@ impl Gateway {
         Self::start_with_env(body, &[]).await
     }
 
+    /// Starts hookgate with `listeners` (YAML list items) added to the harness's two.
+    pub async fn start_with_listeners(listeners: &str, body: &str) -> Gateway {
+        Self::start_full(listeners, body, &[]).await
+    }
+
     pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_full("", body, env).await
+    }
+
+    async fn start_full(listeners: &str, body: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (http, https, admin) = (free_port(), free_port(), free_port());
         let schema =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("config/schemas/imggo-webhook.json");
-        let text = format!("{}{}", config_head(http, https, admin), body)
+        let head = config_head(http, https, admin)
+            .replace("threads: 2\n", &format!("{listeners}threads: 2\n"));
+        let text = format!("{head}{body}")
             .replace(
                 "UPGRADE_SOCK",
                 &dir.path().join("upgrade.sock").to_string_lossy(),

@@ -133,3 +133,122 @@ fn the_default_upgrade_socket_lives_in_a_directory_only_we_may_enter() {
         "{err}"
     );
 }
+
+/// A self-signed certificate and key for localhost with `cn`, written to `dir`.
+fn make_cert(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// The subject of the certificate a new handshake on `port` is given.
+fn served_subject(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_rotates_the_certificate_for_new_handshakes_and_refuses_a_bad_pair() {
+    let up = Upstream::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    let (first_cert, first_key) = make_cert(certs.path(), "first");
+    let (second_cert, second_key) = make_cert(certs.path(), "second");
+    let live_cert = certs.path().join("tls.crt");
+    let live_key = certs.path().join("tls.key");
+    std::fs::copy(&first_cert, &live_cert).unwrap();
+    std::fs::copy(&first_key, &live_key).unwrap();
+    let port = free_port();
+    let listener = format!(
+        "  - addr: \"127.0.0.1:{port}\"\n    tls: {{ cert: {}, key: {} }}\n",
+        live_cert.display(),
+        live_key.display()
+    );
+    let routes = format!(
+        "routes:\n{}",
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let gw = Gateway::start_with_listeners(&listener, &routes).await;
+    assert!(
+        served_subject(port).contains("CN = first"),
+        "{}",
+        served_subject(port)
+    );
+
+    // A connection opened before the rotation keeps working after it.
+    let keep = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/webhooks/imggo");
+    let send = |c: &reqwest::Client, job: &str| {
+        let body = delivery("job.completed", job);
+        c.post(&url)
+            .header("X-ImgGo-Signature", imggo_signature(&body))
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(&keep, "rot1").await.unwrap().status(), 200);
+
+    std::fs::copy(&second_cert, &live_cert).unwrap();
+    std::fs::copy(&second_key, &live_key).unwrap();
+    hup(&gw);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !served_subject(port).contains("CN = second") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        send(&keep, "rot2").await.unwrap().status(),
+        200,
+        "the open connection broke"
+    );
+
+    // A key that does not belong to the certificate is refused; the second pair keeps serving.
+    std::fs::copy(&first_key, &live_key).unwrap();
+    hup(&gw);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(served_subject(port).contains("CN = second"));
+    eventually("the refusal in the log", || {
+        gw.log().contains("certificate reload refused")
+    })
+    .await;
+    assert_eq!(up.count(), 2);
+}
