@@ -142,6 +142,21 @@ fn every_shipped_config_passes_check() {
                 ("SLACK_SIGNING_SECRET", "s"),
                 ("IMGGO_WEBHOOK_SECRET", "s"),
                 ("HOOKGATE_ADMIN_TOKEN", "t"),
+                ("TWILIO_AUTH_TOKEN", "s"),
+                ("DISCORD_PUBLIC_KEY", "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"),
+                ("SENDGRID_VERIFICATION_KEY", "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA=="),
+                ("PADDLE_WEBHOOK_SECRET", "s"),
+                ("SQUARE_SIGNATURE_KEY", "s"),
+                ("PAGERDUTY_WEBHOOK_SECRET", "s"),
+                ("LINEAR_WEBHOOK_SECRET", "s"),
+                ("GITLAB_WEBHOOK_TOKEN", "s"),
+                ("ZOOM_SECRET_TOKEN", "s"),
+                ("MAILGUN_SIGNING_KEY", "s"),
+                ("INTERCOM_CLIENT_SECRET", "s"),
+                ("TYPEFORM_SECRET", "s"),
+                ("CALENDLY_SIGNING_KEY", "s"),
+                ("TFE_NOTIFICATION_TOKEN", "s"),
+                ("TWITCH_EVENTSUB_SECRET", "s"),
             ])
             .output()
             .unwrap();
