@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod events;
+pub mod framing;
 pub mod idempotency;
 pub mod method;
 pub mod parse;

@@ -128,10 +128,11 @@ impl GatewayApp {
             .get(http::header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
-        // HTTP framing Pingora's parser lets through: HTTP/1.1 requires a Host header.
-        if req.version == http::Version::HTTP_11
-            && !session.is_http2()
-            && !req.headers.contains_key(http::header::HOST)
+        // HTTP framing Pingora's parser lets through (no Host, CL + TE, an oversized head).
+        let target_len = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+        if pipeline::framing::check(req.version, target_len, &req.headers, session.is_http2())
+            .is_err()
+            || content_length_beside_chunked(session)
         {
             session.set_keepalive(None);
             self.reply(session, &log, None, Rejection::BadRequest.into())
@@ -359,6 +360,25 @@ impl GatewayApp {
             .await;
         }
     }
+}
+
+/// Whether a chunked HTTP/1 request also carried Content-Length. Pingora drops the
+/// Content-Length (Transfer-Encoding wins, RFC 9112 §6.3) before the head is seen here, so the
+/// raw head is read, only for chunked requests.
+fn content_length_beside_chunked(session: &ServerSession) -> bool {
+    let ServerSession::H1(h1) = session else {
+        return false;
+    };
+    if !h1
+        .req_header()
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return false;
+    }
+    h1.get_headers_raw_bytes()
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
 async fn write(session: &mut ServerSession, header: Box<ResponseHeader>, body: Bytes) -> bool {
