@@ -27,8 +27,16 @@ routes:
     })
 }
 
+/// The route's secret, for signing fuzzed bodies validly so parse, schema, events and the key
+/// are fuzzed too, not only the signature check in front of them.
+const SECRET: &[u8] = b"s";
+
 fuzz_target!(|data: &[u8]| {
-    // Input: X-Forwarded-For, X-ImgGo-Signature, Webhook-Id, Content-Length (0xff-separated), body.
+    // Input: a control byte, then X-Forwarded-For, X-ImgGo-Signature, Webhook-Id, Content-Length
+    // (0xff-separated), then the body.
+    let Some((&control, data)) = data.split_first() else {
+        return;
+    };
     let mut parts = data.splitn(5, |&b| b == 0xff);
     let names = [
         "x-forwarded-for",
@@ -46,20 +54,47 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let body = parts.next().unwrap_or_default();
+    let signed = control & 1 == 1;
+    if signed {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET).expect("any key length");
+        mac.update(body);
+        let sig = hex::encode(mac.finalize().into_bytes());
+        headers.insert("x-imggo-signature", sig.parse().expect("hex is a header value"));
+    }
+    let method = if control & 2 == 0 { http::Method::POST } else { http::Method::GET };
+    let path = if control & 4 == 0 { "/webhooks/imggo" } else { "/elsewhere" };
     let gateway = &config().gateway;
-    let peer = if data.first().is_some_and(|b| b % 2 == 0) {
-        "10.1.2.3"
-    } else {
-        "127.0.0.1"
-    };
+    let peer = if control & 8 == 0 { "10.1.2.3" } else { "127.0.0.1" };
     let head = Head {
-        method: &http::Method::POST,
-        path: "/webhooks/imggo",
+        method: &method,
+        path,
         headers: &headers,
         peer: peer.parse().unwrap(),
-        tls: true,
+        tls: control & 16 == 0,
     };
-    if let Ok(admitted) = pipeline::check_head(gateway, &head) {
-        let _ = pipeline::check_body(admitted.route, &headers, body, SystemTime::now());
+    let admitted = match pipeline::check_head(gateway, &head) {
+        Ok(a) => a,
+        Err((_, rejection)) => {
+            // A refusal from the head answers with a §3 status, never 2xx.
+            assert!(rejection.describe().0 >= 400);
+            return;
+        }
+    };
+    assert!(method == http::Method::POST && path == "/webhooks/imggo");
+    match pipeline::check_body(admitted.route, &headers, body, SystemTime::now()) {
+        // Admitted: only a validly signed, schema-valid job.completed with every key part.
+        Ok(checked) => {
+            assert!(signed || headers.get("x-imggo-signature").is_some());
+            let json: serde_json::Value =
+                serde_json::from_slice(body).expect("an admitted body is JSON");
+            assert_eq!(json["event"], "job.completed");
+            assert!(json["job_id"].is_string());
+            assert!(checked.key.is_some(), "the route keys every delivery");
+        }
+        Err(answer) => {
+            let status = answer.status();
+            assert!(status == 200 || status >= 400, "{status}");
+        }
     }
 });
