@@ -20,6 +20,7 @@ mod outcome;
 mod pool;
 mod reload;
 mod runtime;
+mod sweeper;
 mod tls;
 mod worker;
 
@@ -218,7 +219,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
 
     server.add_service(background_service(
         "upstream pool sweep",
-        pool::Sweeper {
+        sweeper::Sweeper {
             runtime: runtime.clone(),
         },
     ));

@@ -4,17 +4,12 @@
 //! of its own: a spawned task, a timer and a notifier per delivery, plus a `getpeername` per reuse.
 //! A route talks to one app, so its pool is a plain stack (most recently used first, so the
 //! connections in use stay warm) checked when a connection is taken: one that the app closed,
-//! that holds unexpected bytes, or that idled past `IDLE_TIMEOUT` is dropped then. A sweep every
-//! few seconds closes those nobody takes, so they do not linger half-closed.
+//! that holds unexpected bytes, or that idled past `IDLE_TIMEOUT` is dropped then. `super::sweeper`
+//! closes those nobody takes every few seconds, so they do not linger half-closed.
 
-use super::runtime::Runtime;
-use async_trait::async_trait;
 use pingora_core::protocols::Stream;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
@@ -24,7 +19,6 @@ use tokio::io::AsyncReadExt;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per route; more than this are closed when returned.
 const MAX_IDLE: usize = 512;
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct Pool {
@@ -86,28 +80,6 @@ fn quiet(stream: &mut Stream) -> bool {
     let read = pin!(tokio::task::unconstrained(stream.read(&mut byte)));
     read.poll(&mut Context::from_waker(Waker::noop()))
         .is_pending()
-}
-
-/// Sweeps every upstream's pool every few seconds.
-pub struct Sweeper {
-    pub runtime: Arc<Runtime>,
-}
-
-#[async_trait]
-impl BackgroundService for Sweeper {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    for link in self.runtime.active.load().links() {
-                        link.pool.sweep();
-                    }
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
