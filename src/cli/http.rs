@@ -14,25 +14,10 @@ pub fn request(
     use pingora_core::connectors::http::v1::Connector;
     use pingora_core::connectors::ConnectorOptions;
     use pingora_core::upstreams::peer::HttpPeer;
-    use std::net::ToSocketAddrs;
 
     let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err("the URL must start with http:// or https://".into()),
-    };
-    let host = uri
-        .host()
-        .ok_or("the URL has no host")?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
+    let crate::config::endpoint::Endpoint { tls, host, addr } =
+        crate::config::endpoint::resolve(&uri)?;
     let mut peer = HttpPeer::new(addr, tls, host.clone());
     if insecure {
         peer.options.verify_cert = false;

@@ -7,7 +7,7 @@ use crate::signature::{self, SchemeSettings};
 use http::HeaderName;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -655,14 +655,6 @@ fn upstream(cx: &mut Ctx<'_>, at: &str, text: &str) -> Option<Upstream> {
             return None;
         }
     };
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => {
-            cx.err(at, "the upstream URL must start with http:// or https://");
-            return None;
-        }
-    };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         cx.err(
             at,
@@ -670,23 +662,15 @@ fn upstream(cx: &mut Ctx<'_>, at: &str, text: &str) -> Option<Upstream> {
         );
         return None;
     }
-    let host = uri
-        .host()?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    match (host.as_str(), port)
-        .to_socket_addrs()
-        .map(|mut a| a.next())
-    {
-        Ok(Some(addr)) => Some(Upstream {
-            addr,
-            tls,
-            host,
+    match super::endpoint::resolve(&uri) {
+        Ok(e) => Some(Upstream {
+            addr: e.addr,
+            tls: e.tls,
+            host: e.host,
             url,
         }),
-        _ => {
-            cx.err(at, format!("cannot resolve upstream host {host:?}"));
+        Err(message) => {
+            cx.err(at, format!("{url:?}: {message}"));
             None
         }
     }

@@ -5,6 +5,7 @@
 //! path such as `routes[imggo].allow_ips[1]: message`. Nothing in the request path parses config.
 
 mod compile;
+pub mod endpoint;
 pub mod env;
 mod model;
 mod netset;

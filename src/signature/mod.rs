@@ -131,6 +131,9 @@ pub const SCHEMES: &[&str] = &[
 
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
+/// More candidate signatures than this in one header is hostile, not rotation.
+pub(crate) const MAX_SIGNATURES: usize = 16;
+
 /// Builds the scheme named in `s`, reporting every misfit setting.
 pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError>> {
     let mut errors = Vec::new();

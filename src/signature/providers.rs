@@ -5,13 +5,11 @@
 use super::mac::{matches_any, tags, Algorithm, KeyedMac};
 use super::{
     header, parse_timestamp, unix_seconds, within_tolerance, Handshake, Scheme, SignatureError,
+    MAX_SIGNATURES,
 };
 use base64::Engine;
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
-
-/// More candidate signatures than this in one header is hostile, not rotation.
-const MAX_SIGNATURES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {

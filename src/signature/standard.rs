@@ -3,15 +3,13 @@
 use super::mac::{matches_any, tags, Algorithm, KeyedMac};
 use super::{
     header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SettingError, SignatureError,
+    MAX_SIGNATURES,
 };
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
-
-/// More entries than this in one `webhook-signature` header is hostile, not rotation.
-const MAX_SIGNATURES: usize = 16;
 
 pub struct StandardWebhooks {
     svix: bool,

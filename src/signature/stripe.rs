@@ -1,12 +1,11 @@
 //! Stripe: `Stripe-Signature: t=..,v1=..[,v1=..]` over `{t}.{body}`, hex HMAC-SHA256.
 
 use super::mac::{matches_any, tags, Algorithm, KeyedMac};
-use super::{header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SignatureError};
+use super::{
+    header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SignatureError, MAX_SIGNATURES,
+};
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
-
-/// More candidate signatures than this in one header is hostile, not rotation.
-const MAX_SIGNATURES: usize = 16;
 
 pub struct Stripe {
     keys: Vec<KeyedMac>,
