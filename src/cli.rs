@@ -103,6 +103,9 @@ pub fn main() -> i32 {
                 for route in &c.gateway.route_order {
                     println!("{route}");
                 }
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 0
             }
             Err(code) => code,

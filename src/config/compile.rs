@@ -272,7 +272,9 @@ pub fn compile(
     if !cx.problems.is_empty() {
         return Err(cx.problems);
     }
+    let warnings = shared_keys_warnings(&raw.routes);
     Ok(Config {
+        warnings,
         source: file.to_path_buf(),
         listeners,
         threads,
@@ -290,6 +292,35 @@ pub fn compile(
             client_timeout,
         }),
     })
+}
+
+/// Routes with the same secret and the same upstream but separate idempotency scopes: a delivery
+/// signed for one is also accepted by the other, and, keyed per route, can reach the app twice.
+fn shared_keys_warnings(routes: &[RawRoute]) -> Vec<String> {
+    let identity = |r: &RawRoute| {
+        let secrets = r.signature.as_ref().map(|s| s.secrets.clone())?;
+        let upstream = r.upstream.clone()?;
+        let scope = r
+            .idempotency
+            .as_ref()
+            .and_then(|i| i.scope.clone())
+            .unwrap_or_else(|| r.name.clone());
+        Some((secrets, upstream, scope))
+    };
+    let mut warnings = Vec::new();
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            if let (Some((sa, ua, scope_a)), Some((sb, ub, scope_b))) = (identity(a), identity(b)) {
+                if sa == sb && ua == ub && scope_a != scope_b {
+                    warnings.push(format!(
+                        "routes[{}] and routes[{}] share a secret and an upstream but not an idempotency scope: a delivery signed for one is accepted by the other and could reach the app twice; give both idempotency.scope",
+                        a.name, b.name
+                    ));
+                }
+            }
+        }
+    }
+    warnings
 }
 
 fn listener(cx: &mut Ctx<'_>, i: usize, l: &RawListener) -> Listener {

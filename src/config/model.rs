@@ -24,6 +24,8 @@ pub struct Config {
     pub store: StoreSettings,
     /// The part a SIGHUP reload swaps for new requests.
     pub gateway: Arc<Gateway>,
+    /// Things that are allowed but probably not meant: `check` prints them, `run` logs them.
+    pub warnings: Vec<String>,
 }
 
 pub struct Listener {

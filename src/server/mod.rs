@@ -240,6 +240,9 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
             tracing::warn!(route = %route.name, "route verifies no signature");
         }
     }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     tracing::info!(
         routes = config.gateway.route_order.len(),
         store = runtime.store.kind(),

@@ -281,3 +281,34 @@ routes:
         "{stdout}"
     );
 }
+
+#[test]
+fn check_warns_when_two_routes_share_a_secret_and_upstream_but_not_a_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"listen: [{ addr: "127.0.0.1:18080" }]
+routes:
+  - name: a
+    path: /a
+    upstream: "http://127.0.0.1:5000"
+    signature: { scheme: imggo, secrets: ["${IT_SECRET}"] }
+    idempotency: { key: /id }
+  - name: b
+    path: /b
+    upstream: "http://127.0.0.1:5000"
+    signature: { scheme: imggo, secrets: ["${IT_SECRET}"] }
+    idempotency: { key: /id }
+"#;
+    let file = write(dir.path(), "shared.yaml", text);
+    let out = hookgate(&["check", "-c", &file], &[("IT_SECRET", "s")]);
+    assert!(out.status.success(), "a warning is not an error");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("warning: routes[a] and routes[b] share a secret and an upstream but not an idempotency scope"),
+        "{err}"
+    );
+    let scoped = text.replace("{ key: /id }", "{ key: /id, scope: shared }");
+    let file = write(dir.path(), "scoped.yaml", &scoped);
+    let out = hookgate(&["check", "-c", &file], &[("IT_SECRET", "s")]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8(out.stderr).unwrap().contains("warning"));
+}
