@@ -1,5 +1,6 @@
 //! The file store's acceptance rate on its own, without HTTP: `concurrency` tasks enqueue 1 KiB
-//! deliveries for `seconds`, as the gateway's connections would.
+//! deliveries for `seconds`, as the gateway's connections would; then, with the backlog that
+//! left, the cost of the worker's pass (take 32 due attempts, record them, find the next due).
 //!
 //!     cargo run --release --example queue_store -- [seconds] [concurrency] [path]
 
@@ -86,5 +87,41 @@ async fn main() {
         n as f64 / elapsed,
         cpu * 1e6 / n as f64,
         std::fs::metadata(&path).map_or(0, |m| m.len() >> 20)
+    );
+
+    // The worker's pass with that backlog pending: take 32, record them delivered, next due.
+    let passes = 20;
+    let started = Instant::now();
+    for _ in 0..passes {
+        let now = unix_ms(SystemTime::now());
+        let due = store
+            .take_due("imggo", "app", now, 32, Duration::from_secs(60))
+            .await
+            .unwrap();
+        for a in due {
+            let result = hookgate::store::queue::AttemptResult {
+                id: a.id,
+                destination: a.destination,
+                attempt: a.attempt,
+                started_ms: now,
+                duration_ms: 1,
+                status: Some(200),
+                error: None,
+                next: None,
+            };
+            store.record(result).await.unwrap();
+        }
+        let _ = store.next_due("imggo", "app").await.unwrap();
+    }
+    let per_attempt = started.elapsed().as_secs_f64() * 1e6 / f64::from(passes * 32);
+    let rss_kib: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "with {n} pending: {per_attempt:.1} us per attempt taken and recorded; RSS {} MiB",
+        rss_kib >> 10
     );
 }

@@ -17,6 +17,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v promtool >/dev/null || need+=(prometheus)   # promtool, for the alert rules' tests
 command -v systemd-analyze >/dev/null || need+=(systemd)        # verifies deploy/systemd/hookgate.service
+command -v chromium >/dev/null || need+=(chromium)               # the delivery log page's browser test
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v psql >/dev/null || need+=(postgresql-client)  # the Postgres store's tests make their databases with it
 [ -x "$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | head -n1)/initdb" ] || need+=(postgresql)  # initdb/pg_ctl for the outage tests
 
@@ -34,10 +36,11 @@ if ! python3 -c "import stripe, standardwebhooks, svix, slack_sdk, twilio, nacl,
   python3 -m pip install -q --disable-pip-version-check -r tests/providers/requirements.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 
-# Offline validation of the Kubernetes manifests in deploy/kubernetes.
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
-  echo "setup: installing kubernetes-validate"
-  python3 -m pip install -q --disable-pip-version-check kubernetes-validate 2>&1 | grep -v "Running pip as the 'root' user" || true
+# Offline validation of the Kubernetes manifests in deploy/kubernetes; Selenium drives Chromium
+# for the delivery log page's test.
+if ! command -v kubernetes-validate >/dev/null 2>&1 || ! python3 -c "import selenium" >/dev/null 2>&1; then
+  echo "setup: installing kubernetes-validate and selenium"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate selenium 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }

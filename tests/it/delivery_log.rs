@@ -4,6 +4,7 @@
 use crate::harness::*;
 use crate::queue::{eventually_metric, queue, queue_config};
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -344,5 +345,62 @@ async fn the_page_is_served_from_the_binary() {
     assert!(
         !page.contains("http://") && !page.contains("https://"),
         "external reference"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_retries_a_dead_delivery_from_the_page_in_a_real_browser() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n").await;
+    let (_, _, id) = queue(&gw, &delivery("job.failed", "ui1")).await;
+    let id = id.unwrap();
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        1.0,
+    )
+    .await;
+    app.always(200, Duration::ZERO);
+
+    // UI_SCREENSHOT=docs/delivery-log.png refreshes the README's picture; otherwise a temp file.
+    let shots = tempfile::tempdir().unwrap();
+    let screenshot = std::env::var("UI_SCREENSHOT").map_or_else(
+        |_| shots.path().join("delivery-log.png"),
+        |p| Path::new(env!("CARGO_MANIFEST_DIR")).join(p),
+    );
+    // Off the test's runtime: the stand-in apps must keep answering while the browser runs.
+    let (admin, delivery_id) = (gw.admin_url(""), id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/ui/delivery_log.py"
+            ))
+            .arg(admin)
+            .arg(TOKEN)
+            .arg(delivery_id)
+            .arg(screenshot)
+            .output()
+            .expect(
+                "python3 with selenium, and Debian's chromium + chromium-driver (scripts/setup.sh)",
+            )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\napp received {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        app.count(),
+        gw.log()
+    );
+    assert_eq!(
+        app.received_with("Hookgate-Delivery-Id", &id).len(),
+        3,
+        "two failed attempts, then the retry from the page"
     );
 }
