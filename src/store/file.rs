@@ -387,6 +387,14 @@ impl Batch {
     }
 }
 
+/// redb's page cache: the hot pages (due index, newest deliveries) fit; without a bound it grows
+/// toward 1 GiB with the backlog, and pending work belongs on disk, not in memory.
+const CACHE_BYTES: usize = 64 << 20;
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 /// The open database, or none while it is being reopened after an I/O failure (redb refuses
 /// every write after one until the file is opened again).
 type Slot = Arc<ArcSwapOption<Database>>;
@@ -408,7 +416,7 @@ impl FileStore {
                     .map_err(|e| StoreError::Failed(format!("{}: {e}", dir.display())))?;
             }
         }
-        let db = Database::create(path)
+        let db = open_database(path)
             .map_err(|e| StoreError::Failed(format!("{}: {e}", path.display())))?;
         let (counts, last_id) = Self::recount(&db)?;
         let db: Slot = Arc::new(ArcSwapOption::from_pointee(db));
@@ -646,7 +654,7 @@ impl Writer {
                 }
             }
         }
-        let db = Database::create(&self.path)
+        let db = open_database(&self.path)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
         let (counts, _) = FileStore::recount(&db)?;
         if let Ok(mut c) = self.counts.lock() {
