@@ -37,12 +37,14 @@ async fn main() {
         .unwrap_or_else(|| dir.path().join("q.db"));
     let store = Arc::new(FileStore::open(&path).unwrap());
     let done = Arc::new(AtomicU64::new(0));
+    // The first id accepted: the oldest delivery, for the log's lookup below.
+    let first = Arc::new(AtomicU64::new(u64::MAX));
     let until = Instant::now() + Duration::from_secs(seconds);
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..concurrency {
-        let (store, done) = (store.clone(), done.clone());
+        let (store, done, first) = (store.clone(), done.clone(), first.clone());
         tasks.push(tokio::spawn(async move {
             let mut i: u128 = 0;
             while Instant::now() < until {
@@ -65,8 +67,9 @@ async fn main() {
                     max_queued: u64::MAX,
                 };
                 match store.enqueue(new).await {
-                    Ok(Enqueued::Queued(_)) => {
+                    Ok(Enqueued::Queued(id)) => {
                         done.fetch_add(1, Ordering::Relaxed);
+                        first.fetch_min(id.0, Ordering::Relaxed);
                     }
                     other => {
                         eprintln!("not queued: {other:?}");
@@ -124,4 +127,36 @@ async fn main() {
         "with {n} pending: {per_attempt:.1} us per attempt taken and recorded; RSS {} MiB",
         rss_kib >> 10
     );
+
+    // The delivery log on that store: the newest page, one delivery (the oldest, so the longest
+    // pending), and a filter that matches nothing (the worst case: it reads every delivery).
+    use hookgate::store::queue::{DeliveryId, DeliveryState, ListFilter};
+    let timed = |started: Instant| started.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let (page, _) = store
+        .list(ListFilter {
+            limit: 50,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    println!("list, newest {}: {:.1} ms", page.len(), timed(t));
+    let oldest = DeliveryId(first.load(Ordering::Relaxed));
+    let t = Instant::now();
+    let detail = store.get(oldest).await.unwrap();
+    println!(
+        "one delivery ({}): {:.2} ms",
+        detail.map_or("none".into(), |d| d.summary.id),
+        timed(t)
+    );
+    let t = Instant::now();
+    let _ = store
+        .list(ListFilter {
+            state: Some(DeliveryState::Dead),
+            limit: 50,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    println!("list, state=dead (none match: reads all {n}): {:.0} ms", timed(t));
 }
