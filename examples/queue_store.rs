@@ -158,5 +158,8 @@ async fn main() {
         })
         .await
         .unwrap();
-    println!("list, state=dead (none match: reads all {n}): {:.0} ms", timed(t));
+    println!(
+        "list, state=dead (none match: reads all {n}): {:.0} ms",
+        timed(t)
+    );
 }

@@ -1034,27 +1034,57 @@ impl Queue for FileStore {
             let read = db.begin_read().map_err(err)?;
             let deliveries = read.open_table(DELIVERIES).map_err(err)?;
             let before = filter.before.map_or(u64::MAX, |b| b.0);
-            let mut page = Vec::new();
-            let mut next = None;
-            for row in deliveries.range(..before).map_err(err)?.rev() {
-                let (k, v) = row.map_err(err)?;
-                let d: StoredDelivery = decode(v.value())?;
-                if filter.route.as_ref().is_some_and(|r| *r != d.route)
+            let keep = |d: &StoredDelivery| {
+                !(filter.route.as_ref().is_some_and(|r| *r != d.route)
                     || filter.state.is_some_and(|s| s != d.state())
                     || filter
                         .destination
                         .as_ref()
-                        .is_some_and(|n| !d.destinations.iter().any(|x| &x.name == n))
-                {
-                    continue;
-                }
+                        .is_some_and(|n| !d.destinations.iter().any(|x| &x.name == n)))
+            };
+            let mut page = Vec::new();
+            let mut next = None;
+            let mut push = |id: u64, d: StoredDelivery| -> bool {
                 if page.len() == filter.limit {
                     next = page
                         .last()
                         .map(|s: &DeliverySummary| s.id.parse().unwrap_or(DeliveryId(0)));
+                    return false;
+                }
+                page.push(d.summary(DeliveryId(id)));
+                true
+            };
+            if filter.state == Some(DeliveryState::Dead) {
+                // Dead deliveries are few and indexed: read them, not the whole log.
+                let dead = read.open_table(DEAD).map_err(err)?;
+                let prefix = filter.route.as_ref().map(|r| format!("{r}/"));
+                let mut ids = Vec::new();
+                for row in dead.iter().map_err(err)? {
+                    let (k, _) = row.map_err(err)?;
+                    let (key, id) = k.value();
+                    if id < before && prefix.as_ref().is_none_or(|p| key.starts_with(p.as_str())) {
+                        ids.push(id);
+                    }
+                }
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                ids.dedup();
+                for id in ids {
+                    let Some(v) = deliveries.get(id).map_err(err)? else {
+                        continue;
+                    };
+                    let d: StoredDelivery = decode(v.value())?;
+                    if keep(&d) && !push(id, d) {
+                        break;
+                    }
+                }
+                return Ok((page, next));
+            }
+            for row in deliveries.range(..before).map_err(err)?.rev() {
+                let (k, v) = row.map_err(err)?;
+                let d: StoredDelivery = decode(v.value())?;
+                if keep(&d) && !push(k.value(), d) {
                     break;
                 }
-                page.push(d.summary(DeliveryId(k.value())));
             }
             Ok((page, next))
         })
