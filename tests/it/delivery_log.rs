@@ -256,6 +256,25 @@ async fn filters_and_bulk_retry_of_a_routes_dead_deliveries() {
     assert_eq!(delivered["deliveries"].as_array().unwrap().len(), 4);
 }
 
+/// A gateway with the token whose app answers 500 until told otherwise, and one delivery (of
+/// `job`) already dead there after its single 20 ms retry.
+async fn one_dead_delivery(job: &str) -> (Upstream, Upstream, Gateway, String) {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n").await;
+    let (_, _, id) = queue(&gw, &delivery("job.failed", job)).await;
+    let id = id.unwrap();
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        1.0,
+    )
+    .await;
+    (app, analytics, gw, id)
+}
+
 fn cli(gw: &Gateway, args: &[&str], token: Option<&str>) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
     cmd.arg("deliveries").args(args).arg("-c").arg(&gw.config);
@@ -273,19 +292,7 @@ fn cli(gw: &Gateway, args: &[&str], token: Option<&str>) -> (i32, String, String
 
 #[tokio::test]
 async fn the_deliveries_commands_list_show_and_retry() {
-    let app = Upstream::start().await;
-    let analytics = Upstream::start().await;
-    app.always(500, Duration::ZERO);
-    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n").await;
-    let (_, _, id) = queue(&gw, &delivery("job.failed", "c1")).await;
-    let id = id.unwrap();
-    eventually_metric(
-        &gw,
-        "hookgate_queue_deliveries",
-        &[("route", "q"), ("destination", "app"), ("state", "dead")],
-        1.0,
-    )
-    .await;
+    let (app, _analytics, gw, id) = one_dead_delivery("c1").await;
 
     let (code, out, err) = cli(&gw, &["list", "--state", "dead"], Some(TOKEN));
     assert_eq!(code, 0, "{err}");
@@ -350,19 +357,7 @@ async fn the_page_is_served_from_the_binary() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_retries_a_dead_delivery_from_the_page_in_a_real_browser() {
-    let app = Upstream::start().await;
-    let analytics = Upstream::start().await;
-    app.always(500, Duration::ZERO);
-    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n").await;
-    let (_, _, id) = queue(&gw, &delivery("job.failed", "ui1")).await;
-    let id = id.unwrap();
-    eventually_metric(
-        &gw,
-        "hookgate_queue_deliveries",
-        &[("route", "q"), ("destination", "app"), ("state", "dead")],
-        1.0,
-    )
-    .await;
+    let (app, _analytics, gw, id) = one_dead_delivery("ui1").await;
     app.always(200, Duration::ZERO);
 
     // UI_SCREENSHOT=docs/delivery-log.png refreshes the README's picture; otherwise a temp file.
