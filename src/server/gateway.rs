@@ -118,7 +118,7 @@ impl GatewayApp {
             .unwrap_or_default();
         let mut log = RequestLog {
             request_id: request_id(req.headers.get("x-request-id")),
-            trace_id: trace.trace_id_hex(),
+            trace_id: trace.trace_id,
             route: None,
             client: Some(peer),
             started: Instant::now(),

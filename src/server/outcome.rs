@@ -43,7 +43,8 @@ impl Outcome {
 /// What the request's log event says besides its outcome.
 pub struct RequestLog {
     pub request_id: String,
-    pub trace_id: String,
+    /// The W3C trace id, written as 32 hex digits in the log event.
+    pub trace_id: u128,
     pub route: Option<Arc<str>>,
     /// `None` when a trusted proxy forwarded something that is not an address.
     pub client: Option<IpAddr>,
@@ -88,7 +89,7 @@ pub fn record(metrics: &Metrics, log: &RequestLog, state: Option<&RouteState>, o
     tracing::info!(
         target: "hookgate::request",
         request_id = log.request_id.as_str(),
-        trace_id = log.trace_id.as_str(),
+        trace_id = %format_args!("{:032x}", log.trace_id),
         route,
         client = %ClientAddr(log.client),
         outcome = outcome.label(),
