@@ -577,3 +577,34 @@ async fn a_full_disk_is_503_with_nothing_half_stored_and_recovers_once_there_is_
     })
     .await;
 }
+
+#[tokio::test]
+async fn delivered_deliveries_are_purged_after_retention_and_their_key_is_kept() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let cfg = "      retention: 1s\n";
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
+    let body = delivery("job.completed", "purge1");
+    let (_, _, id) = queue(&gw, &body).await;
+    let id = id.unwrap();
+    eventually("delivered to both", || {
+        app.count() == 1 && analytics.count() == 1
+    })
+    .await;
+    let detail = |path: String| {
+        let url = gw.admin_url(&path);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(detail(format!("/api/deliveries/{id}")).await, 200);
+    // The purge runs every 10 s; after it the delivery, its body and attempts are gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while detail(format!("/api/deliveries/{id}")).await != 404 {
+        assert!(Instant::now() < deadline, "not purged after its retention");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(detail(format!("/api/deliveries/{id}/body")).await, 404);
+    // The key lives its own ttl (24h): a redelivery is still recognised, never delivered again.
+    let (status, code, _) = queue(&gw, &body).await;
+    assert_eq!((status, code.as_str()), (200, "already_processed"));
+    assert_eq!(app.count(), 1);
+}
