@@ -134,6 +134,17 @@ impl StoredDelivery {
     }
 }
 
+/// The delivery record `id` in a `DELIVERIES` table, read or written.
+fn stored_delivery(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+) -> Result<Option<StoredDelivery>, StoreError> {
+    match table.get(id).map_err(err)? {
+        Some(v) => decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
 fn dest_key(route: &str, destination: &str) -> String {
     format!("{route}/{destination}")
 }
@@ -181,10 +192,7 @@ impl<'t> Tables<'t> {
     }
 
     fn delivery(&self, id: u64) -> Result<Option<StoredDelivery>, StoreError> {
-        match self.deliveries.get(id).map_err(err)? {
-            Some(v) => decode(v.value()).map(Some),
-            None => Ok(None),
-        }
+        stored_delivery(&self.deliveries, id)
     }
 
     fn put_delivery(&mut self, id: u64, d: &StoredDelivery) -> Result<(), StoreError> {
@@ -825,10 +833,9 @@ impl Queue for FileStore {
             {
                 continue;
             }
-            let Some(d) = deliveries.get(id).map_err(err)? else {
+            let Some(d) = stored_delivery(&deliveries, id)? else {
                 continue;
             };
-            let d: StoredDelivery = decode(d.value())?;
             let Some(dest) = d.destinations.iter().find(|x| x.name == destination) else {
                 continue;
             };
@@ -1069,10 +1076,9 @@ impl Queue for FileStore {
                 ids.sort_unstable_by(|a, b| b.cmp(a));
                 ids.dedup();
                 for id in ids {
-                    let Some(v) = deliveries.get(id).map_err(err)? else {
+                    let Some(d) = stored_delivery(&deliveries, id)? else {
                         continue;
                     };
-                    let d: StoredDelivery = decode(v.value())?;
                     if keep(&d) && !push(id, d) {
                         break;
                     }
@@ -1095,10 +1101,9 @@ impl Queue for FileStore {
         self.read(move |db| {
             let read = db.begin_read().map_err(err)?;
             let deliveries = read.open_table(DELIVERIES).map_err(err)?;
-            let Some(v) = deliveries.get(id.0).map_err(err)? else {
+            let Some(d) = stored_delivery(&deliveries, id.0)? else {
                 return Ok(None);
             };
-            let d: StoredDelivery = decode(v.value())?;
             let attempts_table = read.open_table(ATTEMPTS).map_err(err)?;
             let mut attempts = Vec::new();
             for row in attempts_table
@@ -1128,10 +1133,9 @@ impl Queue for FileStore {
         self.read(move |db| {
             let read = db.begin_read().map_err(err)?;
             let deliveries = read.open_table(DELIVERIES).map_err(err)?;
-            let Some(v) = deliveries.get(id.0).map_err(err)? else {
+            let Some(d) = stored_delivery(&deliveries, id.0)? else {
                 return Ok(None);
             };
-            let d: StoredDelivery = decode(v.value())?;
             let payloads = read.open_table(PAYLOADS).map_err(err)?;
             Ok(payloads.get(id.0).map_err(err)?.map(|p| {
                 let p = p.value();
