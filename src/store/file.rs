@@ -819,6 +819,10 @@ impl Queue for FileStore {
         let mut taken = Vec::new();
         let held_until = Instant::now() + lease;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        // Holds whose lease ran out (their outcome was never recorded) are due again: forget them,
+        // so the map stays as small as the attempts actually in progress.
+        let now = Instant::now();
+        in_flight.retain(|_, until| *until > now);
         for row in due
             .range((key.as_str(), 0, 0)..=(key.as_str(), now_ms, u64::MAX))
             .map_err(err)?
