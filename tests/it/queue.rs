@@ -458,6 +458,18 @@ async fn max_queued_answers_queue_full_and_the_sender_keeps_it() {
     assert!(resp.headers().contains_key("retry-after"));
     let (status, code, _) = answer(resp).await;
     assert_eq!((status, code.as_str()), (503, "queue_full"));
+
+    // Both wait their 10 s retry: the gauges show them pending and ageing.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let pending = [("route", "q"), ("destination", "app"), ("state", "pending")];
+    assert_eq!(gw.metric("hookgate_queue_deliveries", &pending).await, 2.0);
+    let oldest = gw
+        .metric(
+            "hookgate_queue_oldest_pending_seconds",
+            &[("route", "q"), ("destination", "app")],
+        )
+        .await;
+    assert!((1.0..10.0).contains(&oldest), "oldest pending {oldest} s");
 }
 
 /// A small file system of the test's own, unmounted on drop (needs root, as CI and this
