@@ -1,6 +1,6 @@
 //! Shared driver for the signature fuzz targets: hostile header values and body into one scheme.
 
-use hookgate::signature::{build, Provider, SchemeSettings};
+use hookgate::signature::{build, SchemeName, SchemeSettings};
 use std::time::{Duration, SystemTime};
 
 /// Feeds `data` (header values separated by 0xff, then the body) to `scheme`'s parser and
@@ -10,19 +10,18 @@ pub fn verify_scheme(scheme: &str, secret: &str, names: &[&'static str], data: &
     let values: Vec<&[u8]> = parts.by_ref().take(names.len()).collect();
     let body: Vec<u8> = parts.flatten().copied().collect();
     let secrets = [secret.to_string()];
+    let name = SchemeName::parse(scheme).unwrap_or_else(|| panic!("{scheme} is not a scheme"));
     let verifier = build(&SchemeSettings {
-        scheme,
+        scheme: name,
         secrets: &secrets,
         header: None,
         algorithm: None,
         encoding: None,
         prefix: None,
         // Only timestamped schemes take a tolerance; the others refuse the setting.
-        tolerance: (matches!(scheme, "stripe" | "slack" | "standard-webhooks" | "svix")
-            || Provider::parse(scheme).is_some_and(Provider::timestamped))
-        .then_some(Duration::from_secs(300)),
-        public_url: Provider::parse(scheme)
-            .is_some_and(Provider::signs_url)
+        tolerance: name.timestamped().then_some(Duration::from_secs(300)),
+        public_url: name
+            .signs_url()
             .then_some("https://hooks.example.com/webhooks/fuzz?x=1"),
         handshake: false,
     })

@@ -734,7 +734,7 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
         .as_deref()
         .map(|u| cx.expand(&format!("{at}.public_url"), u));
     let settings = SchemeSettings {
-        scheme: &s.scheme,
+        scheme: s.scheme,
         secrets: &secrets,
         header: header.as_deref(),
         algorithm: s.algorithm.as_deref(),
@@ -747,8 +747,8 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
     match signature::build(&settings) {
         Ok(v) => Some(v),
         Err(errors) => {
-            for (field, message) in errors {
-                cx.err(format!("{at}.{field}"), message);
+            for e in errors {
+                cx.err(format!("{at}.{}", e.field), e.message);
             }
             None
         }

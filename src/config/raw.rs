@@ -1,6 +1,7 @@
 //! The YAML file as users write it: serde structs only, no validation beyond types.
 
 use super::units::{ByteSize, HumanDuration};
+use crate::signature::SchemeName;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -154,10 +155,7 @@ pub struct RawDelivery {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSignature {
-    /// imggo, hmac, github, shopify, stripe, slack, standard-webhooks, svix, or a provider
-    /// preset (twilio, discord, sendgrid, paddle, square, pagerduty, linear, gitlab, zoom,
-    /// mailgun, intercom, typeform, calendly, terraform, twitch).
-    pub scheme: String,
+    pub scheme: SchemeName,
     /// Accepted secrets; several allow rotation.
     pub secrets: Vec<String>,
     /// Header carrying the signature (hmac: required; imggo/github/shopify: override).

@@ -13,6 +13,37 @@ use pingora_core::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_pr
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Why a certificate and key could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM certificate chain: {source}", path.display())]
+    NotAChain {
+        path: PathBuf,
+        source: openssl::error::ErrorStack,
+    },
+    #[error("{}: not a PEM private key: {source}", path.display())]
+    NotAKey {
+        path: PathBuf,
+        source: openssl::error::ErrorStack,
+    },
+    #[error("{}: no certificate in the file", path.display())]
+    Empty { path: PathBuf },
+    #[error("{} does not belong to the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
+    #[error("generating the dev certificate: {0}")]
+    Generate(#[from] openssl::error::ErrorStack),
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 struct Pair {
     /// The leaf first, then the intermediates.
     chain: Vec<X509>,
@@ -26,7 +57,7 @@ pub struct Certificate {
 }
 
 impl Certificate {
-    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, String> {
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, CertificateError> {
         let pair = read(cert_file, key_file)?;
         Ok(Arc::new(Self {
             cert_file: cert_file.to_path_buf(),
@@ -36,7 +67,7 @@ impl Certificate {
     }
 
     /// Reads the files again; the new pair serves new handshakes only if it loads and matches.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), CertificateError> {
         let pair = read(&self.cert_file, &self.key_file)?;
         self.current.store(Arc::new(pair));
         Ok(())
@@ -48,26 +79,36 @@ impl Certificate {
     }
 }
 
-fn read(cert_file: &Path, key_file: &Path) -> Result<Pair, String> {
-    let pem = std::fs::read(cert_file).map_err(|e| format!("{}: {e}", cert_file.display()))?;
-    let chain = X509::stack_from_pem(&pem)
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert_file.display()))?;
-    let key_pem = std::fs::read(key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let key = PKey::private_key_from_pem(&key_pem)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", key_file.display()))?;
-    let leaf = chain
-        .first()
-        .ok_or_else(|| format!("{}: no certificate in the file", cert_file.display()))?;
+fn read(cert_file: &Path, key_file: &Path) -> Result<Pair, CertificateError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| CertificateError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let chain =
+        X509::stack_from_pem(&read(cert_file)?).map_err(|source| CertificateError::NotAChain {
+            path: cert_file.to_path_buf(),
+            source,
+        })?;
+    let key = PKey::private_key_from_pem(&read(key_file)?).map_err(|source| {
+        CertificateError::NotAKey {
+            path: key_file.to_path_buf(),
+            source,
+        }
+    })?;
+    let leaf = chain.first().ok_or_else(|| CertificateError::Empty {
+        path: cert_file.to_path_buf(),
+    })?;
     let matches = leaf
         .public_key()
         .map(|public| public.public_eq(&key))
         .unwrap_or(false);
     if !matches {
-        return Err(format!(
-            "{} does not belong to the certificate in {}",
-            key_file.display(),
-            cert_file.display()
-        ));
+        return Err(CertificateError::KeyMismatch {
+            key: key_file.to_path_buf(),
+            cert: cert_file.to_path_buf(),
+        });
     }
     Ok(Pair { chain, key })
 }

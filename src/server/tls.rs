@@ -1,5 +1,6 @@
 //! `tls: { self_signed: true }`: a throwaway certificate for development, made at start.
 
+use super::certificate::CertificateError;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -8,12 +9,12 @@ use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509NameBuilder, X509};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Writes a fresh self-signed certificate for localhost / 127.0.0.1 / ::1 and returns the
 /// (cert, key) file paths, private to this process.
-pub fn self_signed() -> Result<(PathBuf, PathBuf), String> {
-    let err = |e: openssl::error::ErrorStack| format!("generating the dev certificate: {e}");
+pub fn self_signed() -> Result<(PathBuf, PathBuf), CertificateError> {
+    let err = CertificateError::Generate;
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(err)?;
     let key = PKey::from_ec_key(EcKey::generate(&group).map_err(err)?).map_err(err)?;
     let mut name = X509NameBuilder::new().map_err(err)?;
@@ -46,23 +47,34 @@ pub fn self_signed() -> Result<(PathBuf, PathBuf), String> {
     let cert = cert.build();
 
     let dir = std::env::temp_dir().join(format!("hookgate-dev-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| CertificateError::Write {
+        path: dir.clone(),
+        source,
+    })?;
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, cert.to_pem().map_err(err)?).map_err(|e| e.to_string())?;
+    std::fs::write(&cert_path, cert.to_pem().map_err(err)?).map_err(|source| {
+        CertificateError::Write {
+            path: cert_path.clone(),
+            source,
+        }
+    })?;
     write_private(&key_path, &key.private_key_to_pem_pkcs8().map_err(err)?)?;
     Ok((cert_path, key_path))
 }
 
-fn write_private(path: &PathBuf, bytes: &[u8]) -> Result<(), String> {
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertificateError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    f.write_all(bytes).map_err(|e| e.to_string())
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|source| CertificateError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }

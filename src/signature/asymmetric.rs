@@ -29,10 +29,9 @@ impl Discord {
                 .and_then(|b| VerifyingKey::from_bytes(&b).ok());
             match key {
                 Some(k) => keys.push(k),
-                None => errors.push((
+                None => errors.push(SettingError::new(
                     format!("secrets[{i}]"),
-                    "a Discord public key is 64 hex characters (the application's PUBLIC KEY)"
-                        .into(),
+                    "a Discord public key is 64 hex characters (the application's PUBLIC KEY)",
                 )),
             }
         }
@@ -133,9 +132,9 @@ impl SendGrid {
                 .filter(|k| k.ec_key().is_ok());
             match key {
                 Some(k) => keys.push(k),
-                None => errors.push((
+                None => errors.push(SettingError::new(
                     format!("secrets[{i}]"),
-                    "a SendGrid verification key is the base64 of an ECDSA public key (DER)".into(),
+                    "a SendGrid verification key is the base64 of an ECDSA public key (DER)",
                 )),
             }
         }

@@ -2,7 +2,7 @@
 //! `intercom`, `typeform` and `terraform` presets.
 
 use super::mac::{any_verifies, Algorithm, KeyedMac};
-use super::{header, Scheme, SchemeSettings, SettingError, SignatureError};
+use super::{header, Scheme, SchemeName, SchemeSettings, SettingError, SignatureError};
 use base64::Engine;
 use http::{HeaderMap, HeaderName};
 use std::time::SystemTime;
@@ -33,8 +33,8 @@ impl BodyHmac {
         secrets: &[String],
     ) -> Result<Self, SettingError> {
         let header = HeaderName::from_bytes(header_display.as_bytes()).map_err(|_| {
-            (
-                "header".to_string(),
+            SettingError::new(
+                "header",
                 format!("{header_display:?} is not a valid header name"),
             )
         })?;
@@ -86,9 +86,9 @@ impl BodyHmac {
     /// Presets that are a body HMAC in one header: Intercom (`X-Hub-Signature: sha1=` hex
     /// HMAC-SHA1), Typeform (`Typeform-Signature: sha256=` base64 HMAC-SHA256), Terraform Cloud
     /// (`X-TFE-Notification-Signature` hex HMAC-SHA512).
-    pub fn preset(name: &str, secrets: &[String]) -> Result<Self, SettingError> {
+    pub fn preset(name: SchemeName, secrets: &[String]) -> Result<Self, SettingError> {
         match name {
-            "intercom" => Self::new(
+            SchemeName::Intercom => Self::new(
                 "intercom",
                 "X-Hub-Signature",
                 Algorithm::Sha1,
@@ -96,7 +96,7 @@ impl BodyHmac {
                 "sha1=",
                 secrets,
             ),
-            "typeform" => Self::new(
+            SchemeName::Typeform => Self::new(
                 "typeform",
                 "Typeform-Signature",
                 Algorithm::Sha256,
@@ -104,7 +104,7 @@ impl BodyHmac {
                 "sha256=",
                 secrets,
             ),
-            "terraform" => Self::new(
+            SchemeName::Terraform => Self::new(
                 "terraform",
                 "X-TFE-Notification-Signature",
                 Algorithm::Sha512,
@@ -112,8 +112,8 @@ impl BodyHmac {
                 "",
                 secrets,
             ),
-            other => Err((
-                "scheme".into(),
+            other => Err(SettingError::new(
+                "scheme",
                 format!("{other} is not a body-HMAC preset"),
             )),
         }
@@ -126,8 +126,8 @@ impl BodyHmac {
             None => Algorithm::Sha256,
             Some((_, Some(a))) => a,
             Some((a, None)) => {
-                errors.push((
-                    "algorithm".into(),
+                errors.push(SettingError::new(
+                    "algorithm",
                     format!("unknown algorithm {a:?}; expected sha1, sha256 or sha512"),
                 ));
                 Algorithm::Sha256
@@ -137,17 +137,17 @@ impl BodyHmac {
             None | Some("hex") => Encoding::Hex,
             Some("base64") => Encoding::Base64,
             Some(e) => {
-                errors.push((
-                    "encoding".into(),
+                errors.push(SettingError::new(
+                    "encoding",
                     format!("unknown encoding {e:?}; expected hex or base64"),
                 ));
                 Encoding::Hex
             }
         };
         let Some(h) = s.header else {
-            errors.push((
-                "header".into(),
-                "the hmac scheme needs the header that carries the signature".into(),
+            errors.push(SettingError::new(
+                "header",
+                "the hmac scheme needs the header that carries the signature",
             ));
             return Err(errors);
         };
@@ -320,7 +320,7 @@ mod tests {
     fn generic_base64_sha512_with_prefix() {
         let secrets = ["k".to_string()];
         let settings = SchemeSettings {
-            scheme: "hmac",
+            scheme: SchemeName::Hmac,
             secrets: &secrets,
             header: Some("X-Sig"),
             algorithm: Some("sha512"),

@@ -3,6 +3,7 @@
 mod asymmetric;
 mod body_hmac;
 pub mod mac;
+mod name;
 mod providers;
 mod slack;
 mod standard;
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use asymmetric::{Discord, SendGrid};
 pub use body_hmac::BodyHmac;
+pub use name::SchemeName;
 pub use providers::{Provider, ProviderScheme};
 pub use slack::Slack;
 pub use standard::StandardWebhooks;
@@ -87,7 +89,7 @@ pub trait Scheme: Send + Sync {
 
 /// Raw settings a scheme is built from (already env-expanded).
 pub struct SchemeSettings<'a> {
-    pub scheme: &'a str,
+    pub scheme: SchemeName,
     pub secrets: &'a [String],
     pub header: Option<&'a str>,
     pub algorithm: Option<&'a str>,
@@ -100,34 +102,23 @@ pub struct SchemeSettings<'a> {
     pub handshake: bool,
 }
 
-/// A problem with one signature setting: (field below `signature`, message).
-pub type SettingError = (String, String);
+/// A problem with one signature setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SettingError {
+    /// The field below `signature`, e.g. `secrets[1]`.
+    pub field: String,
+    pub message: String,
+}
 
-pub const SCHEMES: &[&str] = &[
-    "imggo",
-    "hmac",
-    "github",
-    "shopify",
-    "stripe",
-    "slack",
-    "standard-webhooks",
-    "svix",
-    "twilio",
-    "discord",
-    "sendgrid",
-    "paddle",
-    "square",
-    "pagerduty",
-    "linear",
-    "gitlab",
-    "zoom",
-    "mailgun",
-    "intercom",
-    "typeform",
-    "calendly",
-    "terraform",
-    "twitch",
-];
+impl SettingError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
@@ -136,110 +127,104 @@ pub(crate) const MAX_SIGNATURES: usize = 16;
 
 /// Builds the scheme named in `s`, reporting every misfit setting.
 pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError>> {
+    let name = s.scheme;
     let mut errors = Vec::new();
     if s.secrets.is_empty() {
-        errors.push(("secrets".into(), "at least one secret is required".into()));
+        errors.push(SettingError::new(
+            "secrets",
+            "at least one secret is required",
+        ));
     }
     for (i, secret) in s.secrets.iter().enumerate() {
         if secret.is_empty() {
-            errors.push((format!("secrets[{i}]"), "secret is empty".into()));
+            errors.push(SettingError::new(
+                format!("secrets[{i}]"),
+                "secret is empty",
+            ));
         }
     }
-    let provider = Provider::parse(s.scheme);
-    let timestamped = matches!(s.scheme, "stripe" | "slack" | "standard-webhooks" | "svix")
-        || provider.is_some_and(Provider::timestamped);
-    let generic = s.scheme == "hmac";
-    let header_ok = matches!(s.scheme, "imggo" | "hmac" | "github" | "shopify");
-    let handshake_ok =
-        matches!(s.scheme, "slack" | "discord") || provider.is_some_and(Provider::has_handshake);
-    let signs_url = provider.is_some_and(Provider::signs_url);
-    if s.handshake && !handshake_ok {
-        errors.push((
-            "handshake".into(),
+    if s.handshake && !name.has_handshake() {
+        let takes: Vec<_> = SchemeName::ALL
+            .into_iter()
+            .filter(|n| n.has_handshake())
+            .map(SchemeName::as_str)
+            .collect();
+        errors.push(SettingError::new(
+            "handshake",
             format!(
-                "scheme {} sends no verification request; handshake is for slack, zoom, twitch and discord",
-                s.scheme
+                "scheme {name} sends no verification request; handshake is for {}",
+                takes.join(", ")
             ),
         ));
     }
-    match (signs_url, s.public_url) {
-        (true, None) => errors.push((
-            "public_url".into(),
+    match (name.signs_url(), s.public_url) {
+        (true, None) => errors.push(SettingError::new(
+            "public_url",
             format!(
-                "scheme {} signs the URL it delivers to: set public_url to it (e.g. https://hooks.example.com/webhooks/{})",
-                s.scheme, s.scheme
+                "scheme {name} signs the URL it delivers to: set public_url to it (e.g. https://hooks.example.com/webhooks/{name})"
             ),
         )),
-        (false, Some(_)) => errors.push((
-            "public_url".into(),
-            format!("scheme {} does not sign the URL", s.scheme),
+        (false, Some(_)) => errors.push(SettingError::new(
+            "public_url",
+            format!("scheme {name} does not sign the URL"),
         )),
         _ => {}
     }
-    if !generic {
+    if name != SchemeName::Hmac {
         for (field, set) in [
             ("algorithm", s.algorithm.is_some()),
             ("encoding", s.encoding.is_some()),
             ("prefix", s.prefix.is_some()),
         ] {
             if set {
-                errors.push((
-                    field.into(),
-                    format!("not a setting of scheme {}", s.scheme),
+                errors.push(SettingError::new(
+                    field,
+                    format!("not a setting of scheme {name}"),
                 ));
             }
         }
     }
-    if !header_ok && s.header.is_some() {
-        errors.push((
-            "header".into(),
-            format!("not a setting of scheme {}", s.scheme),
+    if !name.takes_header() && s.header.is_some() {
+        errors.push(SettingError::new(
+            "header",
+            format!("not a setting of scheme {name}"),
         ));
     }
-    if !timestamped && s.tolerance.is_some() {
-        errors.push((
-            "tolerance".into(),
-            format!("scheme {} signs no timestamp", s.scheme),
-        ));
-    }
-    if !SCHEMES.contains(&s.scheme) {
-        errors.push((
-            "scheme".into(),
-            format!(
-                "unknown scheme {:?}; expected one of {}",
-                s.scheme,
-                SCHEMES.join(", ")
-            ),
+    if !name.timestamped() && s.tolerance.is_some() {
+        errors.push(SettingError::new(
+            "tolerance",
+            format!("scheme {name} signs no timestamp"),
         ));
     }
     if !errors.is_empty() {
         return Err(errors);
     }
     let tolerance = s.tolerance.unwrap_or(DEFAULT_TOLERANCE);
-    let scheme: Box<dyn Scheme> = match s.scheme {
-        "imggo" => Box::new(BodyHmac::imggo(s.header, s.secrets).map_err(|e| vec![e])?),
-        "github" => Box::new(BodyHmac::github(s.header, s.secrets).map_err(|e| vec![e])?),
-        "shopify" => Box::new(BodyHmac::shopify(s.header, s.secrets).map_err(|e| vec![e])?),
-        "hmac" => Box::new(BodyHmac::generic(s)?),
-        "stripe" => Box::new(Stripe::new(s.secrets, tolerance)),
-        "slack" => Box::new(Slack::new(s.secrets, tolerance, s.handshake)),
-        "standard-webhooks" => Box::new(StandardWebhooks::new(s.secrets, tolerance, false)?),
-        "svix" => Box::new(StandardWebhooks::new(s.secrets, tolerance, true)?),
-        "discord" => Box::new(Discord::new(s.secrets, s.handshake)?),
-        "sendgrid" => Box::new(SendGrid::new(s.secrets)?),
-        "intercom" | "typeform" | "terraform" => {
-            Box::new(BodyHmac::preset(s.scheme, s.secrets).map_err(|e| vec![e])?)
+    let one = |e: SettingError| vec![e];
+    let scheme: Box<dyn Scheme> = match (name, name.provider()) {
+        (_, Some(provider)) => Box::new(ProviderScheme::new(
+            provider,
+            s.secrets,
+            tolerance,
+            s.public_url,
+            s.handshake,
+        )),
+        (SchemeName::Imggo, None) => Box::new(BodyHmac::imggo(s.header, s.secrets).map_err(one)?),
+        (SchemeName::Github, None) => Box::new(BodyHmac::github(s.header, s.secrets).map_err(one)?),
+        (SchemeName::Shopify, None) => {
+            Box::new(BodyHmac::shopify(s.header, s.secrets).map_err(one)?)
         }
-        _ => match provider {
-            Some(p) => Box::new(ProviderScheme::new(
-                p,
-                s.secrets,
-                tolerance,
-                s.public_url,
-                s.handshake,
-            )),
-            None => return Err(vec![("scheme".into(), "unknown scheme".into())]),
-        },
+        (SchemeName::Hmac, None) => Box::new(BodyHmac::generic(s)?),
+        (SchemeName::Stripe, None) => Box::new(Stripe::new(s.secrets, tolerance)),
+        (SchemeName::Slack, None) => Box::new(Slack::new(s.secrets, tolerance, s.handshake)),
+        (SchemeName::StandardWebhooks, None) => {
+            Box::new(StandardWebhooks::new(s.secrets, tolerance, false)?)
+        }
+        (SchemeName::Svix, None) => Box::new(StandardWebhooks::new(s.secrets, tolerance, true)?),
+        (SchemeName::Discord, None) => Box::new(Discord::new(s.secrets, s.handshake)?),
+        (SchemeName::Sendgrid, None) => Box::new(SendGrid::new(s.secrets)?),
+        // intercom, typeform, terraform: body HMACs with fixed settings.
+        (_, None) => Box::new(BodyHmac::preset(name, s.secrets).map_err(one)?),
     };
     Ok(scheme)
 }
@@ -276,25 +261,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_scheme_and_misplaced_settings_are_reported() {
-        let secrets = vec!["s".to_string()];
+    fn misplaced_settings_are_reported_by_field() {
         let errs = build(&SchemeSettings {
-            scheme: "md5",
-            secrets: &secrets,
-            header: None,
-            algorithm: None,
-            encoding: None,
-            prefix: None,
-            tolerance: None,
-            public_url: None,
-            handshake: false,
-        })
-        .err()
-        .unwrap();
-        assert!(errs.iter().any(|(f, _)| f == "scheme"));
-
-        let errs = build(&SchemeSettings {
-            scheme: "imggo",
+            scheme: SchemeName::Imggo,
             secrets: &[],
             header: None,
             algorithm: Some("sha1"),
@@ -306,7 +275,7 @@ mod tests {
         })
         .err()
         .unwrap();
-        let fields: Vec<_> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["secrets", "algorithm", "tolerance"]);
     }
 

@@ -37,22 +37,6 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "pagerduty" => Self::PagerDuty,
-            "paddle" => Self::Paddle,
-            "calendly" => Self::Calendly,
-            "zoom" => Self::Zoom,
-            "twitch" => Self::Twitch,
-            "linear" => Self::Linear,
-            "square" => Self::Square,
-            "twilio" => Self::Twilio,
-            "mailgun" => Self::Mailgun,
-            "gitlab" => Self::GitLab,
-            _ => return None,
-        })
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Self::PagerDuty => "pagerduty",

@@ -35,7 +35,10 @@ impl StandardWebhooks {
                     Ok(key) if !key.is_empty() => {
                         hmac_keys.push(KeyedMac::new(Algorithm::Sha256, &key))
                     }
-                    _ => errors.push((field, "a whsec_ secret must be followed by base64".into())),
+                    _ => errors.push(SettingError::new(
+                        field,
+                        "a whsec_ secret must be followed by base64",
+                    )),
                 }
             } else if let Some(b64) = secret.strip_prefix("whpk_") {
                 let key = B64
@@ -45,15 +48,15 @@ impl StandardWebhooks {
                     .and_then(|k| VerifyingKey::from_bytes(&k).ok());
                 match key {
                     Some(k) => public_keys.push(k),
-                    None => errors.push((
+                    None => errors.push(SettingError::new(
                         field,
-                        "a whpk_ key must be the base64 of a 32-byte Ed25519 public key".into(),
+                        "a whpk_ key must be the base64 of a 32-byte Ed25519 public key",
                     )),
                 }
             } else {
-                errors.push((
+                errors.push(SettingError::new(
                     field,
-                    "expected whsec_<base64> (HMAC) or whpk_<base64> (Ed25519 public key)".into(),
+                    "expected whsec_<base64> (HMAC) or whpk_<base64> (Ed25519 public key)",
                 ));
             }
         }
