@@ -32,19 +32,65 @@ pub fn init(format: Option<LogFormat>, to_stdout: bool) {
     });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = match (format, to_stdout) {
+    let dispatch: tracing::Dispatch = match (format, to_stdout) {
         (LogFormat::Json, true) => builder
             .event_format(JsonLines)
             .with_writer(std::io::stdout)
-            .try_init(),
+            .finish()
+            .into(),
         (LogFormat::Json, false) => builder
             .event_format(JsonLines)
             .with_writer(std::io::stderr)
-            .try_init(),
-        (LogFormat::Pretty, true) => builder.with_writer(std::io::stdout).try_init(),
-        (LogFormat::Pretty, false) => builder.with_writer(std::io::stderr).try_init(),
+            .finish()
+            .into(),
+        (LogFormat::Pretty, true) => builder.with_writer(std::io::stdout).finish().into(),
+        (LogFormat::Pretty, false) => builder.with_writer(std::io::stderr).finish().into(),
     };
-    let _ = result;
+    if tracing::dispatcher::set_global_default(dispatch).is_ok()
+        && log::set_boxed_logger(Box::new(PingoraLog(tracing_log::LogTracer::new()))).is_ok()
+    {
+        let level = tracing::level_filters::LevelFilter::current()
+            .max(tracing::level_filters::LevelFilter::ERROR);
+        log::set_max_level(tracing_log::AsLog::as_log(&level));
+    }
+}
+
+/// Pingora logs through the `log` crate; its records go on to tracing like any other, except
+/// failed downstream handshakes. Any client can cause those at will and Pingora logs each at
+/// ERROR, which would let a stranger flood the error log and page someone: they are counted
+/// (`hookgate_tls_handshake_failures_total`), the connection's slot is freed, and the line is
+/// logged at DEBUG.
+struct PingoraLog(tracing_log::LogTracer);
+
+/// Where Pingora logs a failed or timed-out downstream handshake.
+const HANDSHAKE_TARGET: &str = "pingora_core::services::listening";
+
+impl log::Log for PingoraLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() == log::Level::Error && record.target() == HANDSHAKE_TARGET {
+            let text = record.args().to_string();
+            if let Some(rest) = text.strip_prefix("Downstream handshake") {
+                let peer = rest
+                    .strip_prefix(" error from ")
+                    .and_then(|r| r.split_once(": "))
+                    .and_then(|(addr, _)| addr.parse::<std::net::SocketAddr>().ok());
+                if let Some(peer) = peer {
+                    crate::server::connections::handshake_failed(peer);
+                }
+                tracing::debug!(target: "hookgate::tls", "{text}");
+                return;
+            }
+        }
+        self.0.log(record);
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 /// One JSON object per event: `{"timestamp":…,"level":…,<fields>,"target":…}`.

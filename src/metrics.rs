@@ -24,6 +24,7 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub delivery_lag: HistogramVec,
     pub bad_requests: prometheus::IntCounter,
+    pub tls_handshake_failures: IntCounterVec,
     /// `store_duration` per `StoreOp`, looked up once.
     store_ops: [Histogram; 4],
 }
@@ -184,6 +185,11 @@ impl Metrics {
             .register(Box::new(delivery_lag.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
         let bad_requests = requests.with_label_values(&["-", "bad_request"]);
+        let tls_handshake_failures = counter(
+            "hookgate_tls_handshake_failures_total",
+            "Connections whose handshake failed or timed out, by listener.",
+            &["listener"],
+        );
         Self {
             store_ops,
             registry,
@@ -203,6 +209,7 @@ impl Metrics {
             deliveries,
             delivery_lag,
             bad_requests,
+            tls_handshake_failures,
         }
     }
 

@@ -11,6 +11,7 @@ mod admin;
 mod body;
 mod budget;
 mod certificate;
+pub(crate) mod connections;
 mod delivery;
 mod delivery_log;
 mod enqueue;
@@ -50,10 +51,18 @@ use std::sync::Arc;
 pub enum RunError {
     #[error("store.url: {0}")]
     Store(#[from] StoreError),
-    #[error("listen {addr}: TLS certificate or key: {message}")]
-    Tls { addr: String, message: String },
+    #[error("listen {addr}: TLS certificate or key: {source}")]
+    Tls {
+        addr: String,
+        source: certificate::CertificateError,
+    },
+    #[error("listen {addr}: TLS settings: {source}")]
+    TlsSettings {
+        addr: String,
+        source: Box<pingora_error::Error>,
+    },
     #[error("{0}")]
-    DevCertificate(String),
+    DevCertificate(certificate::CertificateError),
     #[error("upgrade_socket directory {dir}: {message}")]
     UpgradeSocket { dir: String, message: String },
 }
@@ -154,15 +163,29 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut webhooks = Service::new(
-        "hookgate webhooks".to_string(),
-        GatewayApp {
-            runtime: runtime.clone(),
-        },
-    );
+    // One service per listener, each with its own `max_connections` and `threads`.
+    let app = Arc::new(GatewayApp {
+        runtime: runtime.clone(),
+    });
     // Certificates from files are re-read on SIGHUP; a dev certificate is made once.
     let mut certificates = Vec::new();
     for l in &config.listeners {
+        let limit = connections::ConnectionLimit::new(
+            &l.addr,
+            config.max_connections,
+            runtime
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&[&l.addr]),
+        );
+        let mut webhooks = Service::new(
+            format!("hookgate webhooks {}", l.addr),
+            connections::Counted {
+                app: app.clone(),
+                limit: limit.clone(),
+            },
+        );
+        webhooks.set_connection_filter(Arc::new(connections::AcceptWhenFree(limit)));
         match &l.tls {
             None => webhooks.add_tcp(&l.addr),
             Some(t) => {
@@ -174,13 +197,18 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
                         pair
                     }
                 };
-                let tls_error = |message: String| RunError::Tls {
-                    addr: l.addr.clone(),
-                    message,
-                };
-                let certificate = Certificate::load(&cert, &key).map_err(tls_error)?;
-                let mut settings = TlsSettings::with_callbacks(certificate.acceptor())
-                    .map_err(|e| tls_error(e.to_string()))?;
+                let certificate =
+                    Certificate::load(&cert, &key).map_err(|source| RunError::Tls {
+                        addr: l.addr.clone(),
+                        source,
+                    })?;
+                let mut settings =
+                    TlsSettings::with_callbacks(certificate.acceptor()).map_err(|source| {
+                        RunError::TlsSettings {
+                            addr: l.addr.clone(),
+                            source,
+                        }
+                    })?;
                 settings.enable_h2();
                 webhooks.add_tls_with_settings(&l.addr, None, settings);
                 if matches!(t, ListenerTls::Files { .. }) {
@@ -188,10 +216,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
                 }
             }
         }
-        tracing::info!(addr = %l.addr, tls = l.tls.is_some(), "webhook listener");
+        webhooks.threads = Some(config.threads);
+        server.add_service(webhooks);
+        tracing::info!(addr = %l.addr, tls = l.tls.is_some(), max_connections = config.max_connections, "webhook listener");
     }
-    webhooks.threads = Some(config.threads);
-    server.add_service(webhooks);
 
     if let Some(settings) = &config.admin {
         let addr = settings.addr;

@@ -355,3 +355,196 @@ async fn trace_context_is_kept_or_made_and_logged() {
     })
     .await;
 }
+
+/// A signed delivery for `job` on a kept-alive connection of its own; returns the connection
+/// with the answer read (or, when `wait` is short, whatever arrived by then).
+async fn keep_alive_delivery(
+    port: u16,
+    job: &str,
+    wait: Duration,
+) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let body = delivery("job.completed", job);
+    s.write_all(signed_head("/webhooks/imggo", &body, "").as_bytes())
+        .await
+        .unwrap();
+    s.write_all(&body).await.unwrap();
+    let out = read_until_quiet(&mut s, wait).await;
+    (s, out)
+}
+
+#[tokio::test]
+async fn beyond_max_connections_a_connection_waits_until_one_closes() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "max_connections: 2\nroutes:\n{}",
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    ))
+    .await;
+    // Two kept-alive connections fill the listener.
+    let (first, a) = keep_alive_delivery(gw.http, "c1", Duration::from_secs(5)).await;
+    let (_second, b) = keep_alive_delivery(gw.http, "c2", Duration::from_secs(5)).await;
+    assert!(
+        a.starts_with("HTTP/1.1 200") && b.starts_with("HTTP/1.1 200"),
+        "{a}\n{b}"
+    );
+    // The third is not served while both stay open...
+    let (mut third, c) = keep_alive_delivery(gw.http, "c3", Duration::from_secs(1)).await;
+    assert_eq!(
+        c, "",
+        "a third connection was served beyond max_connections: 2"
+    );
+    assert_eq!(up.count(), 2);
+    // ...and is as soon as one closes.
+    drop(first);
+    let c = read_until_quiet(&mut third, Duration::from_secs(10)).await;
+    assert!(c.starts_with("HTTP/1.1 200"), "{c}");
+    assert_eq!(up.count(), 3);
+}
+
+#[tokio::test]
+async fn failed_tls_handshakes_free_their_slot_are_counted_and_logged_quietly() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "max_connections: 2\nroutes:\n{}",
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    ))
+    .await;
+    // Five clients that speak no TLS to the TLS listener: each handshake fails.
+    for _ in 0..5 {
+        let out = raw_exchange(
+            gw.https,
+            &[b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".as_slice()],
+            Duration::ZERO,
+        )
+        .await;
+        assert!(!out.starts_with("HTTP/1.1 2"), "{out}");
+    }
+    // Their slots were given back: a real TLS delivery is served at once.
+    let body = delivery("job.completed", "tls-after-junk");
+    let ok = tokio::time::timeout(
+        Duration::from_secs(10),
+        client()
+            .post(gw.https_url("/webhooks/imggo"))
+            .header("X-ImgGo-Signature", imggo_signature(&body))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send(),
+    )
+    .await
+    .expect("a TLS delivery waited: failed handshakes kept their connection slots")
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    let listener = format!("127.0.0.1:{}", gw.https);
+    let failures = gw
+        .metric(
+            "hookgate_tls_handshake_failures_total",
+            &[("listener", &listener)],
+        )
+        .await;
+    assert_eq!(failures, 5.0);
+    // Counted, not shouted: no ERROR line about them in the log.
+    let log = gw.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("handshake")),
+        "{log}"
+    );
+}
+
+/// The gateway's resident and peak memory (VmRSS, VmHWM), in bytes.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test]
+async fn a_flood_of_unfinished_bodies_stays_within_the_budget() {
+    // 400 connections each declaring ~1 MB and sending a quarter of it, with a bogus signature:
+    // 400 MB if each were held. The budget (32 MiB) admits 33 of them; the rest are answered
+    // 503 at once. The peak memory stays within the budget plus what the connections cost
+    // themselves (Pingora reads a body through a 64 KiB buffer per connection, and a refused
+    // body is drained through it so the sender reads the 503) plus 16 MiB, and a valid
+    // delivery from another client is still served.
+    const CONNECTIONS: usize = 400;
+    const DECLARED: usize = 1_000_000;
+    const BUDGET: u64 = 32 << 20;
+    const ALLOWANCE: u64 = CONNECTIONS as u64 * (64 << 10) + (16 << 20);
+    let up = Upstream::start().await;
+    let gw = Gateway::start_with_env(
+        &format!(
+            "max_inflight_body: 32MiB\nroutes:\n{}",
+            ImggoRoute::new("imggo", "/webhooks/imggo", &up.url())
+                .max_body("1MiB")
+                .yaml()
+        ),
+        // As the Dockerfile and the systemd unit run it.
+        &[("MIMALLOC_ARENA_EAGER_COMMIT", "0")],
+    )
+    .await;
+    let (baseline, _) = memory_of(gw.pid());
+    let head = format!(
+        "POST /webhooks/imggo HTTP/1.1\r\nHost: t\r\nX-ImgGo-Signature: {}\r\nContent-Length: {DECLARED}\r\n\r\n",
+        "ab".repeat(32)
+    );
+    let quarter = vec![b' '; DECLARED / 4];
+    let mut senders = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let head = head.clone();
+        let quarter = quarter.clone();
+        let port = gw.http;
+        senders.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            s.write_all(head.as_bytes()).await.ok()?;
+            // A refused sender may be cut off mid-write; what it was told is what counts.
+            let _ = s.write_all(&quarter).await;
+            let answer = read_until_quiet(&mut s, Duration::from_secs(2)).await;
+            Some((s, answer))
+        }));
+    }
+    let mut held = Vec::new();
+    let mut overloaded = 0;
+    for sender in senders {
+        if let Some((s, answer)) = sender.await.unwrap() {
+            if answer.starts_with("HTTP/1.1 503") && answer.contains("overloaded") {
+                overloaded += 1;
+            }
+            held.push(s);
+        }
+    }
+    let admitted = (BUDGET as usize) / DECLARED;
+    assert!(
+        overloaded >= CONNECTIONS - admitted,
+        "{overloaded} of {CONNECTIONS} were refused as overloaded; at most {admitted} fit the budget"
+    );
+    let valid = delivery("job.completed", "during-flood");
+    let ok = post_signed(&gw.http_url("/webhooks/imggo"), &valid).await;
+    assert_eq!(ok.status(), 200);
+    let (_, peak) = memory_of(gw.pid());
+    eprintln!(
+        "flood: baseline {} MiB, peak {} MiB, {overloaded} of {CONNECTIONS} refused as overloaded",
+        baseline >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak < baseline + BUDGET + ALLOWANCE,
+        "peak memory {} MiB over a baseline of {} MiB: more than the {} MiB budget plus {} MiB",
+        peak >> 20,
+        baseline >> 20,
+        BUDGET >> 20,
+        ALLOWANCE >> 20
+    );
+    drop(held);
+}
