@@ -7,8 +7,9 @@ async fn gateway(up: &Upstream, extra_routes: &str) -> Gateway {
     let routes = format!(
         "routes:\n{}{}{}",
         imggo_route("imggo", "/webhooks/imggo", &up.url(), ""),
-        imggo_route("secure", "/webhooks/secure", &up.url(), "")
-            .replace("https_only: false", "https_only: true"),
+        ImggoRoute::new("secure", "/webhooks/secure", &up.url())
+            .https_only()
+            .yaml(),
         extra_routes
     );
     Gateway::start(&routes).await
@@ -188,10 +189,9 @@ async fn timestamp_outside_tolerance() {
 #[tokio::test(flavor = "multi_thread")]
 async fn parse_schema_events() {
     let up = Upstream::start().await;
-    let reject = imggo_route("strict", "/webhooks/strict", &up.url(), "").replace(
-        "allow: [job.completed, job.failed] }",
-        "allow: [job.completed, job.failed], otherwise: reject }",
-    );
+    let reject = ImggoRoute::new("strict", "/webhooks/strict", &up.url())
+        .otherwise("reject")
+        .yaml();
     let gw = gateway(&up, &reject).await;
     let url = gw.http_url("/webhooks/imggo");
 
@@ -253,7 +253,8 @@ async fn idempotency_key_missing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_unreachable_and_slow() {
     let up = Upstream::start().await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (_refusing, port) = refused_port();
+    let dead = format!("http://127.0.0.1:{port}");
     let routes = format!(
         "routes:\n{}{}",
         imggo_route("dead", "/webhooks/dead", &dead, ""),

@@ -192,13 +192,10 @@ async fn trusted_proxy_chain() {
     let up = Upstream::start().await;
     let routes = format!(
         "trusted_proxies: [\"127.0.0.1/32\"]\nroutes:\n{}",
-        imggo_route(
-            "imggo",
-            "/webhooks/imggo",
-            &up.url(),
-            "    allow_ips: [\"203.0.113.0/24\"]\n"
-        )
-        .replace("https_only: false", "https_only: true")
+        ImggoRoute::new("imggo", "/webhooks/imggo", &up.url())
+            .https_only()
+            .with("    allow_ips: [\"203.0.113.0/24\"]\n")
+            .yaml()
     );
     let gw = Gateway::start(&routes).await;
     let body = delivery("job.completed", "j1");

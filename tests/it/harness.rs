@@ -14,13 +14,57 @@ use tokio::net::TcpListener;
 
 pub const SECRET: &str = "it-secret";
 
-/// A port nothing listens on right now.
+/// Ports the tests hand to the processes they start (gateways, private Redis and Postgres)
+/// come from below the kernel's ephemeral range, so no outgoing connection's source port takes
+/// one between our check and the process's bind. Each is reserved with a lock file held until
+/// the test process ends, so tests running in parallel (nextest runs each in its own process)
+/// never hand out the same port twice.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+static RESERVED: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+
+/// A port reserved for this test process that nothing listens on right now.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
+    let dir = std::env::temp_dir().join("hookgate-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .subsec_nanos();
+    let start = u64::from(std::process::id()) * 7919 + u64::from(nanos);
+    for i in 0..u64::from(span) {
+        let port = PORT_RANGE.start + ((start + i) % u64::from(span)) as u16;
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        // flock: released by the kernel when this process exits, however it exits.
+        use std::os::fd::AsRawFd;
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        // Free of other users (a leftover process, another program on the machine) too.
+        if StdListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        RESERVED.lock().unwrap().push(file);
+        return port;
+    }
+    panic!("no free port left in {PORT_RANGE:?}");
+}
+
+/// A port where a connection is refused for as long as the returned socket lives: bound, never
+/// listening, so nothing else can take it meanwhile.
+pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 pub fn imggo_signature(body: &[u8]) -> String {
@@ -267,11 +311,12 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh)");
+        // Ready when it answers PING (it accepts connections before it has loaded).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !redis_answers(port) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "private redis-server did not start"
+                "private redis-server on port {port} did not answer PING within 10 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -284,6 +329,30 @@ impl PrivateRedis {
             let _ = c.wait();
         }
     }
+}
+
+/// True when a Redis server on `port` answers `PING` with `+PONG`.
+pub fn redis_answers(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    conn.write_all(b"PING\r\n").is_ok()
+        && conn.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// The machine's shared Redis, which the Redis store tests use: a clear failure when it is down
+/// instead of a gateway that never becomes ready.
+pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
+
+pub fn require_shared_redis() {
+    assert!(
+        redis_answers(6379),
+        "the Redis on 127.0.0.1:6379 does not answer PING; start it (scripts/test.sh does)"
+    );
 }
 
 impl Drop for PrivateRedis {
@@ -328,20 +397,116 @@ admin:
     )
 }
 
-/// An ImgGo route in the style of the example config.
+/// An ImgGo route in the style of the example config, as YAML list items under `routes:`.
 pub fn imggo_route(name: &str, path: &str, upstream: &str, extra: &str) -> String {
-    format!(
-        r#"  - name: {name}
+    ImggoRoute::new(name, path, upstream).with(extra).yaml()
+}
+
+/// A test route's settings, rendered to the YAML a user would write.
+#[derive(Clone)]
+pub struct ImggoRoute {
+    name: String,
+    path: String,
+    upstream: String,
+    https_only: bool,
+    max_body: String,
+    secret: String,
+    otherwise: Option<String>,
+    lease: Option<String>,
+    extra: String,
+}
+
+impl ImggoRoute {
+    pub fn new(name: &str, path: &str, upstream: &str) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            upstream: upstream.into(),
+            https_only: false,
+            max_body: "256KiB".into(),
+            secret: SECRET.into(),
+            otherwise: None,
+            lease: None,
+            extra: String::new(),
+        }
+    }
+
+    pub fn https_only(mut self) -> Self {
+        self.https_only = true;
+        self
+    }
+
+    pub fn max_body(mut self, size: &str) -> Self {
+        self.max_body = size.into();
+        self
+    }
+
+    pub fn secret(mut self, secret: &str) -> Self {
+        self.secret = secret.into();
+        self
+    }
+
+    /// `events.otherwise`: `ignore` (the default) or `reject`.
+    pub fn otherwise(mut self, what: &str) -> Self {
+        self.otherwise = Some(what.into());
+        self
+    }
+
+    /// `idempotency.lease`.
+    pub fn lease(mut self, lease: &str) -> Self {
+        self.lease = Some(lease.into());
+        self
+    }
+
+    /// More keys of the route, as YAML lines indented by four spaces.
+    pub fn with(mut self, lines: &str) -> Self {
+        self.extra.push_str(lines);
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let Self {
+            name,
+            path,
+            upstream,
+            https_only,
+            max_body,
+            secret,
+            otherwise,
+            lease,
+            extra,
+        } = self;
+        let otherwise = otherwise
+            .as_ref()
+            .map_or(String::new(), |o| format!(", otherwise: {o}"));
+        let lease = lease
+            .as_ref()
+            .map_or(String::new(), |l| format!(", lease: {l}"));
+        format!(
+            r#"  - name: {name}
     path: {path}
     upstream: "{upstream}"
-    https_only: false
-    max_body: 256KiB
-    signature: {{ scheme: imggo, secrets: ["{SECRET}"] }}
+    https_only: {https_only}
+    max_body: {max_body}
+    signature: {{ scheme: imggo, secrets: ["{secret}"] }}
     schema: SCHEMA
-    events: {{ pointer: /event, allow: [job.completed, job.failed] }}
-    idempotency: {{ key: ["/event", "/job_id"] }}
+    events: {{ pointer: /event, allow: [job.completed, job.failed]{otherwise} }}
+    idempotency: {{ key: ["/event", "/job_id"]{lease} }}
 {extra}"#
-    )
+        )
+    }
+}
+
+/// A test config: the harness's listener head (plus `listeners`), then `body`, with the
+/// placeholders for the upgrade socket (in `dir`) and the ImgGo schema filled in.
+fn render_config(dir: &Path, ports: (u16, u16, u16), listeners: &str, body: &str) -> String {
+    let (http, https, admin) = ports;
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/schemas/imggo-webhook.json");
+    let head = config_head(http, https, admin)
+        .replace("threads: 2\n", &format!("{listeners}threads: 2\n"));
+    format!("{head}{body}")
+        .replace("UPGRADE_SOCK", &dir.join("upgrade.sock").to_string_lossy())
+        .replace("SCHEMA", &schema.to_string_lossy())
 }
 
 impl Gateway {
@@ -371,16 +536,7 @@ impl Gateway {
     async fn start_full(listeners: &str, body: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (http, https, admin) = (free_port(), free_port(), free_port());
-        let schema =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/schemas/imggo-webhook.json");
-        let head = config_head(http, https, admin)
-            .replace("threads: 2\n", &format!("{listeners}threads: 2\n"));
-        let text = format!("{head}{body}")
-            .replace(
-                "UPGRADE_SOCK",
-                &dir.path().join("upgrade.sock").to_string_lossy(),
-            )
-            .replace("SCHEMA", &schema.to_string_lossy());
+        let text = render_config(dir.path(), (http, https, admin), listeners, body);
         let config = dir.path().join("hookgate.yaml");
         std::fs::write(&config, text).unwrap();
         let env: Vec<(String, String)> = env
@@ -388,7 +544,7 @@ impl Gateway {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let child = spawn(&config, dir.path(), &env);
-        let gw = Gateway {
+        let mut gw = Gateway {
             child,
             env,
             dir,
@@ -418,8 +574,11 @@ impl Gateway {
         format!("http://127.0.0.1:{}{path}", self.admin)
     }
 
-    pub async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits for /healthz and the webhook listener, failing at once with the gateway's log when
+    /// the process exits (a config error, a port taken) and after 60 s on a machine too loaded to
+    /// start it.
+    pub async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
         let client = reqwest::Client::new();
         loop {
             let ok = client
@@ -435,9 +594,15 @@ impl Gateway {
             {
                 return;
             }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "gateway exited ({status}) before it was healthy:\n{}",
+                    self.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
-                "gateway did not become healthy:\n{}",
+                "gateway did not become healthy within 60 s:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -514,14 +679,8 @@ impl Gateway {
 
     /// Rewrites the config file (for reload tests).
     pub fn rewrite(&self, body: &str) {
-        let schema =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/schemas/imggo-webhook.json");
-        let text = format!("{}{}", config_head(self.http, self.https, self.admin), body)
-            .replace(
-                "UPGRADE_SOCK",
-                &self.dir.path().join("upgrade.sock").to_string_lossy(),
-            )
-            .replace("SCHEMA", &schema.to_string_lossy());
+        let ports = (self.http, self.https, self.admin);
+        let text = render_config(self.dir.path(), ports, "", body);
         let mut f = std::fs::File::create(&self.config).unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }

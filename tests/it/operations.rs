@@ -13,8 +13,8 @@ fn hup(gw: &Gateway) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     let up = Upstream::start().await;
-    let route = imggo_route("imggo", "/webhooks/imggo", &up.url(), "");
-    let gw = Gateway::start(&format!("routes:\n{route}")).await;
+    let route = ImggoRoute::new("imggo", "/webhooks/imggo", &up.url());
+    let gw = Gateway::start(&format!("routes:\n{}", route.yaml())).await;
     let url = gw.http_url("/webhooks/imggo");
     let send = |secret: &'static str, job: &'static str| {
         let url = url.clone();
@@ -34,7 +34,7 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     assert_eq!(send(SECRET, "r1").await, 200);
 
     // Rotate the secret and add a route.
-    let rotated = route.replace(SECRET, "rotated-secret");
+    let rotated = route.secret("rotated-secret").yaml();
     gw.rewrite(&format!(
         "routes:\n{rotated}{}",
         imggo_route("new", "/webhooks/new", &up.url(), "")

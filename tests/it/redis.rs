@@ -11,6 +11,9 @@ fn unique_prefix() -> String {
 }
 
 fn store(url: &str, prefix: &str, on_error: &str) -> String {
+    if url == SHARED_REDIS {
+        require_shared_redis();
+    }
     format!("store: {{ url: \"{url}\", prefix: \"{prefix}\", on_error: {on_error} }}\n")
 }
 
@@ -20,7 +23,7 @@ async fn two_replicas_forward_a_delivery_at_most_once() {
     up.always(200, Duration::from_millis(300));
     let config = format!(
         "{}routes:\n{}",
-        store("redis://127.0.0.1:6379/0", &unique_prefix(), "reject"),
+        store(SHARED_REDIS, &unique_prefix(), "reject"),
         imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
     );
     let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
@@ -62,7 +65,7 @@ async fn release_after_upstream_500_is_seen_by_the_other_replica() {
     let up = Upstream::start().await;
     let config = format!(
         "{}routes:\n{}",
-        store("redis://127.0.0.1:6379/0", &unique_prefix(), "reject"),
+        store(SHARED_REDIS, &unique_prefix(), "reject"),
         imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
     );
     let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
@@ -94,13 +97,13 @@ async fn release_after_upstream_500_is_seen_by_the_other_replica() {
 async fn a_killed_replicas_claim_expires_after_its_lease() {
     let up = Upstream::start().await;
     let extra = "    upstream_timeout: 1s\n";
-    let route = imggo_route("imggo", "/webhooks/imggo", &up.url(), extra).replace(
-        "idempotency: { key: [\"/event\", \"/job_id\"] }",
-        "idempotency: { key: [\"/event\", \"/job_id\"], lease: 2s }",
-    );
+    let route = ImggoRoute::new("imggo", "/webhooks/imggo", &up.url())
+        .with(extra)
+        .lease("2s")
+        .yaml();
     let config = format!(
         "{}routes:\n{route}",
-        store("redis://127.0.0.1:6379/0", &unique_prefix(), "reject")
+        store(SHARED_REDIS, &unique_prefix(), "reject")
     );
     let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
     let body = delivery("job.completed", "killed");

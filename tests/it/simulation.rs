@@ -212,16 +212,10 @@ fn check_promise(variant: &str, sender: &SenderLog, app: &AppLog, allowed_redeli
 }
 
 fn sim_route(app: &str) -> String {
-    imggo_route(
-        "imggo",
-        "/webhooks/imggo",
-        app,
-        "    upstream_timeout: 300ms\n",
-    )
-    .replace(
-        "idempotency: { key: [\"/event\", \"/job_id\"] }",
-        "idempotency: { key: [\"/event\", \"/job_id\"], lease: 1s }",
-    )
+    ImggoRoute::new("imggo", "/webhooks/imggo", app)
+        .with("    upstream_timeout: 300ms\n")
+        .lease("1s")
+        .yaml()
 }
 
 /// Two gateways sharing the machine's Redis under a fresh prefix, and their URLs.
@@ -237,6 +231,9 @@ async fn two_replicas(app: &str) -> (Gateway, Gateway, Arc<Mutex<Vec<String>>>) 
 }
 
 fn redis_store(prefix: &str, port: u16) -> String {
+    if port == 6379 {
+        require_shared_redis();
+    }
     format!("store: {{ url: \"redis://127.0.0.1:{port}/0\", prefix: \"{prefix}\" }}\n")
 }
 
