@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Orchestrates benches/load.sh: starts every target, runs wrk rounds alternately, reports."""
+import base64
 import os
 import re
 import signal
@@ -66,7 +67,7 @@ def stop_all():
             pass
 
 
-ports = {k: free_port() for k in ("upstream", "nginx", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis",
+ports = {k: free_port() for k in ("upstream", "nginx", "haproxy", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis",
                                   "hookgate-queue", "admin-queue")}
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 upstream = f"127.0.0.1:{ports['upstream']}"
@@ -94,6 +95,47 @@ http {{
 }}""")
     sessions["nginx"] = start(["nginx", "-c", nginx_conf]).pid
     wait_port(ports["nginx"])
+
+    # HAProxy doing the checks its configuration language can: allowlist, HMAC-SHA256 of the
+    # buffered body, the required fields and the event (json_query), and a dedupe stick table
+    # (no release on failure, no schema types, no constant-time comparison).
+    haproxy_conf = os.path.join(tmp, "haproxy.cfg")
+    key_b64 = base64.b64encode(SECRET.encode()).decode()
+    open(haproxy_conf, "w").write(f"""
+global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+backend dedupe
+  stick-table type string len 160 size 4m expire 24h store gpc0
+backend app
+  server app {upstream}
+frontend webhooks
+  bind 127.0.0.1:{ports['haproxy']}
+  option http-buffer-request
+  http-request deny deny_status 403 unless {{ src 127.0.0.0/8 }}
+  http-request set-var(txn.mac) req.body,hmac(sha256,{key_b64}),hex,lower
+  http-request set-var(txn.sig) req.hdr(x-imggo-signature),lower
+  http-request deny deny_status 401 unless {{ var(txn.mac),strcmp(txn.sig) eq 0 }}
+  http-request set-var(txn.event) req.body,json_query('$.event')
+  http-request set-var(txn.job) req.body,json_query('$.job_id')
+  http-request set-var(txn.status) req.body,json_query('$.status')
+  http-request deny deny_status 422 unless {{ var(txn.job) -m found }} {{ var(txn.status) -m found }}
+  http-request return status 200 content-type application/json string '{{"status":"ignored"}}' unless {{ var(txn.event) -m str job.completed job.failed }}
+  http-request set-var(txn.key) var(txn.event),concat(:,txn.job)
+  http-request track-sc0 var(txn.key) table dedupe
+  http-request return status 200 content-type application/json string '{{"status":"already_processed"}}' if {{ sc_get_gpc0(0) gt 0 }}
+  http-request sc-inc-gpc0(0)
+  default_backend app
+""")
+    subprocess.run(["haproxy", "-c", "-q", "-f", haproxy_conf], check=True)
+    sessions["haproxy"] = start(["haproxy", "-db", "-f", haproxy_conf]).pid
+    wait_port(ports["haproxy"])
 
     sessions["pingora"] = start([f"{REL}/examples/passthrough", f"127.0.0.1:{ports['pingora']}", upstream, "1"]).pid
     wait_port(ports["pingora"])
@@ -169,8 +211,17 @@ routes:
     except urllib.error.HTTPError as e:
         assert e.code == 401, e.code
     print("forged delivery refused with 401: the checks are on")
+    try:
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{ports['haproxy']}/webhooks/imggo", method="POST", data=forged.data,
+            headers={"X-ImgGo-Signature": "00" * 32}))
+        raise SystemExit("haproxy accepted a forged delivery")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401, e.code
+    print("haproxy refuses it with 401 too")
 
-    targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "pingora": ports["pingora"],
+    targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "haproxy": ports["haproxy"],
+               "pingora": ports["pingora"],
                "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"],
                "hookgate-queue": ports["hookgate-queue"]}
 
@@ -210,9 +261,12 @@ routes:
     print(f"{'target':14s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'cpu us/req':>11s} {'vs nginx':>9s} {'vs pingora':>11s}")
     for t, (rps, p50, p99, cpu) in med.items():
         print(f"{t:14s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {cpu:11.1f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
+    print(f"hookgate CPU per request / haproxy's (same checks and more): {med['hookgate'][3] / med['haproxy'][3]:.2f}x, "
+          f"p99 {med['hookgate'][2] / med['haproxy'][2]:.2f}x, req/s {med['hookgate'][0] / med['haproxy'][0]:.2f}x")
     print(f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
     print(f"hookgate CPU per request / pingora's: {med['hookgate'][3] / med['pingora'][3]:.2f}x")
-    print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x")
+    print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x req/s, "
+          f"CPU per request {med['hookgate-redis'][3] / med['hookgate'][3]:.2f}x")
     print(f"hookgate queue mode (file store) / forward mode: {med['hookgate-queue'][0] / med['hookgate'][0]:.2f}x req/s, "
           f"p99 {med['hookgate-queue'][2] / med['hookgate'][2]:.2f}x")
     time.sleep(2)

@@ -2,6 +2,8 @@
 # Whole-gateway load test, all targets in the same run, alternating rounds:
 #   upstream   the stand-in app directly (examples/bench_upstream.rs)
 #   nginx      nginx as a plain reverse proxy, 1 worker, upstream keepalive
+#   haproxy    HAProxy 2.6, 1 thread, with the checks its config language can do: allowlist, HMAC of
+#              the buffered body, required fields and event (json_query), stick-table dedupe
 #   pingora    a plain Pingora passthrough, 1 thread (examples/passthrough.rs)
 #   hookgate   every check on (ImgGo route: signature, schema, events, memory-store dedupe), 1 thread
 #   hookgate-redis   the same on the Redis store
@@ -11,9 +13,9 @@
 # ratios to nginx and to plain Pingora. Usage: benches/load.sh [seconds per round] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null && command -v nginx >/dev/null || {
+command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || {
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq wrk nginx-light >/dev/null
+  $sudo apt-get install -y -qq wrk nginx-light haproxy >/dev/null
 }
 cargo build --release --bin hookgate --example bench_upstream --example passthrough
 exec python3 benches/load.py "$@"

@@ -24,7 +24,7 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub delivery_lag: HistogramVec,
     pub bad_requests: prometheus::IntCounter,
-    pub tls_handshake_failures: IntCounterVec,
+    pub tls_handshake_failures: prometheus::IntCounter,
     /// `store_duration` per `StoreOp`, looked up once.
     store_ops: [Histogram; 4],
 }
@@ -185,11 +185,14 @@ impl Metrics {
             .register(Box::new(delivery_lag.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
         let bad_requests = requests.with_label_values(&["-", "bad_request"]);
-        let tls_handshake_failures = counter(
+        let tls_handshake_failures = prometheus::IntCounter::new(
             "hookgate_tls_handshake_failures_total",
-            "Connections whose handshake failed or timed out, by listener.",
-            &["listener"],
-        );
+            "Connections whose TLS handshake failed or timed out.",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(tls_handshake_failures.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         Self {
             store_ops,
             registry,

@@ -3,7 +3,7 @@
 use super::model::*;
 use super::raw::*;
 use super::{env, Problem};
-use crate::signature::{self, SchemeSettings};
+use crate::signature::{self, SchemeName, SchemeSettings};
 use http::HeaderName;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -733,8 +733,20 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
         .public_url
         .as_deref()
         .map(|u| cx.expand(&format!("{at}.public_url"), u));
+    let Some(scheme) = SchemeName::parse(&s.scheme) else {
+        let known: Vec<_> = SchemeName::ALL.map(SchemeName::as_str).into();
+        cx.err(
+            format!("{at}.scheme"),
+            format!(
+                "unknown scheme {:?}; expected one of {}",
+                s.scheme,
+                known.join(", ")
+            ),
+        );
+        return None;
+    };
     let settings = SchemeSettings {
-        scheme: s.scheme,
+        scheme,
         secrets: &secrets,
         header: header.as_deref(),
         algorithm: s.algorithm.as_deref(),

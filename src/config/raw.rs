@@ -1,7 +1,6 @@
 //! The YAML file as users write it: serde structs only, no validation beyond types.
 
 use super::units::{ByteSize, HumanDuration};
-use crate::signature::SchemeName;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -155,7 +154,9 @@ pub struct RawDelivery {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSignature {
-    pub scheme: SchemeName,
+    /// One of `SchemeName`'s names; parsed in `compile` so that an unknown one is reported with
+    /// every other problem of the file, not instead of them.
+    pub scheme: String,
     /// Accepted secrets; several allow rotation.
     pub secrets: Vec<String>,
     /// Header carrying the signature (hmac: required; imggo/github/shopify: override).

@@ -173,10 +173,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         let limit = connections::ConnectionLimit::new(
             &l.addr,
             config.max_connections,
-            runtime
-                .metrics
-                .tls_handshake_failures
-                .with_label_values(&[&l.addr]),
+            runtime.metrics.tls_handshake_failures.clone(),
         );
         let mut webhooks = Service::new(
             format!("hookgate webhooks {}", l.addr),

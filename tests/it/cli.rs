@@ -110,7 +110,7 @@ routes:
         "routes[imggo].schema: ",
         "missing.json",
         "routes[other].allow_ips: ",
-        "routes[other].signature.scheme: ",
+        "routes[other].signature.scheme: unknown scheme \"md5\"; expected one of imggo, hmac, ",
         "routes[other].idempotency.lease: ",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");

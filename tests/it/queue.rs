@@ -555,17 +555,27 @@ async fn a_full_disk_is_503_with_nothing_half_stored_and_recovers_once_there_is_
     }
     let refused = refused.expect("a full disk must refuse a delivery");
     // Nothing of the refused delivery was kept: it is not in the log, and never delivered.
-    let listed: serde_json::Value = reqwest::get(gw.admin_url("/api/deliveries?limit=500"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let listed = listed["deliveries"].as_array().map_or(0, Vec::len);
+    // The log may answer 503 store_unavailable while the file is reopened after the failed
+    // write; it answers again once it is.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed: serde_json::Value = reqwest::get(gw.admin_url("/api/deliveries?limit=500"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if listed["error"]["code"] != "store_unavailable" || Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let count = listed["deliveries"].as_array().map_or(0, Vec::len);
     assert_eq!(
-        listed,
+        count,
         queued.len(),
-        "only what was answered queued is stored"
+        "only what was answered queued is stored: {listed}\n{}",
+        gw.log()
     );
 
     std::fs::remove_file(&filler).unwrap();
