@@ -54,7 +54,7 @@ fn signed_headers(body: &[u8]) -> HeaderMap {
 
 fn signature(c: &mut Criterion) {
     let cfg = config();
-    let route = cfg.gateway.route("/webhooks/imggo").unwrap();
+    let route = cfg.policy.route("/webhooks/imggo").unwrap();
     let scheme = route.signature.as_deref().unwrap();
     let mut g = c.benchmark_group("signature/imggo");
     for size in [1024usize, 64 * 1024, 1 << 20] {
@@ -74,7 +74,7 @@ fn signature(c: &mut Criterion) {
 
 fn parse_and_schema(c: &mut Criterion) {
     let cfg = config();
-    let route = cfg.gateway.route("/webhooks/imggo").unwrap();
+    let route = cfg.policy.route("/webhooks/imggo").unwrap();
     let schema = route.schema.as_ref().unwrap();
     let body = imggo_body(1);
     c.bench_function("parse+schema/imggo", |b| {
@@ -142,7 +142,7 @@ fn memory_store(c: &mut Criterion) {
 
 fn whole_pipeline(c: &mut Criterion) {
     let cfg = config();
-    let gateway = &cfg.gateway;
+    let gateway = &cfg.policy;
     let body = imggo_body(7);
     let headers = signed_headers(&body);
     let peer: IpAddr = "127.0.0.1".parse().unwrap();

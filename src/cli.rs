@@ -100,7 +100,7 @@ pub fn main() -> i32 {
         },
         Command::Check { config } => match load(&config) {
             Ok(c) => {
-                for route in &c.gateway.route_order {
+                for route in &c.policy.route_order {
                     println!("{route}");
                 }
                 for w in &c.warnings {
@@ -193,7 +193,7 @@ pub fn signed_headers(
     body: &[u8],
 ) -> Result<Vec<(String, String)>, String> {
     let r = c
-        .gateway
+        .policy
         .route_order
         .iter()
         .find(|r| &*r.name == route)

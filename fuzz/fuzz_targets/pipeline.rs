@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let method = if control & 2 == 0 { http::Method::POST } else { http::Method::GET };
     let path = if control & 4 == 0 { "/webhooks/imggo" } else { "/elsewhere" };
-    let gateway = &config().gateway;
+    let gateway = &config().policy;
     let peer = if control & 8 == 0 { "10.1.2.3" } else { "127.0.0.1" };
     let head = Head {
         method: &method,

@@ -285,7 +285,7 @@ pub fn compile(
         max_inflight_body,
         admin,
         store,
-        gateway: Arc::new(Gateway {
+        policy: Arc::new(RequestPolicy {
             routes,
             route_order,
             trusted_proxies,
@@ -374,7 +374,7 @@ fn store(cx: &mut Ctx<'_>, raw: Option<&RawStore>) -> StoreSettings {
         .and_then(|s| s.url.as_deref())
         .map_or_else(|| "memory".to_string(), |u| cx.expand("store.url", u));
     let url = if url_text == "memory" {
-        StoreUrl::Memory
+        StoreEngine::Memory
     } else if let Some(path) = url_text.strip_prefix("file:") {
         if path.is_empty() {
             cx.err(
@@ -382,20 +382,20 @@ fn store(cx: &mut Ctx<'_>, raw: Option<&RawStore>) -> StoreSettings {
                 "file: needs a path, e.g. file:/var/lib/hookgate/state.db",
             );
         }
-        StoreUrl::File(cx.resolve(path))
+        StoreEngine::File(cx.resolve(path))
     } else if url_text.starts_with("postgres://") || url_text.starts_with("postgresql://") {
-        StoreUrl::Postgres(url_text)
+        StoreEngine::Postgres(url_text)
     } else if url_text.starts_with("redis://") || url_text.starts_with("rediss://") {
         if let Err(e) = redis::Client::open(url_text.as_str()) {
             cx.err("store.url", format!("not a valid Redis URL: {e}"));
         }
-        StoreUrl::Redis(url_text)
+        StoreEngine::Redis(url_text)
     } else {
         cx.err(
             "store.url",
             "expected \"memory\", file:PATH, redis://host:port/db or postgres://user@host/db",
         );
-        StoreUrl::Memory
+        StoreEngine::Memory
     };
     let max_keys = raw.and_then(|s| s.max_keys).unwrap_or(DEFAULT_MAX_KEYS);
     if max_keys == 0 {

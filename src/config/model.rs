@@ -23,7 +23,7 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     pub store: StoreSettings,
     /// The part a SIGHUP reload swaps for new requests.
-    pub gateway: Arc<Gateway>,
+    pub policy: Arc<RequestPolicy>,
     /// Things that are allowed but probably not meant: `check` prints them, `run` logs them.
     pub warnings: Vec<String>,
 }
@@ -47,7 +47,7 @@ pub struct AdminSettings {
 
 /// Which engine keeps idempotency keys (and the queue, for the durable ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUrl {
+pub enum StoreEngine {
     /// In-process, lost on restart.
     Memory,
     /// An embedded, durable file (redb).
@@ -56,23 +56,24 @@ pub enum StoreUrl {
     Postgres(String),
 }
 
-impl StoreUrl {
+impl StoreEngine {
     /// Whether the store keeps what it is given across a crash (queue routes need that).
     pub fn is_durable(&self) -> bool {
-        matches!(self, StoreUrl::File(_) | StoreUrl::Postgres(_))
+        matches!(self, StoreEngine::File(_) | StoreEngine::Postgres(_))
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub url: StoreUrl,
+    pub url: StoreEngine,
     pub on_error: OnError,
     pub max_keys: u64,
     pub prefix: String,
 }
 
-/// What the request path needs, swapped whole on reload.
-pub struct Gateway {
+/// What decides a request's fate (routes, trusted proxies, the client deadline): swapped whole
+/// on reload.
+pub struct RequestPolicy {
     pub routes: HashMap<String, Arc<Route>>,
     /// Route names in file order, for `check` output and metrics.
     pub route_order: Vec<Arc<Route>>,
@@ -80,14 +81,14 @@ pub struct Gateway {
     pub client_timeout: Duration,
 }
 
-impl Gateway {
+impl RequestPolicy {
     pub fn route(&self, path: &str) -> Option<&Arc<Route>> {
         self.routes.get(path)
     }
 }
 
 pub struct Route {
-    /// Position in `Gateway::route_order`: indexes per-route state derived from the config.
+    /// Position in `RequestPolicy::route_order`: indexes per-route state derived from the config.
     pub index: usize,
     pub name: Arc<str>,
     pub path: String,

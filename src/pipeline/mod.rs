@@ -17,7 +17,7 @@ pub mod signature;
 pub mod size;
 pub mod transport;
 
-use crate::config::{Gateway, Route};
+use crate::config::{RequestPolicy, Route};
 use crate::rejection::{Answer, Rejection};
 use http::{HeaderMap, Method};
 use std::net::IpAddr;
@@ -46,15 +46,15 @@ pub struct Admitted<'g> {
 
 /// route → method → client address → transport → declared size → signature present.
 pub fn check_head<'g>(
-    gateway: &'g Gateway,
+    policy: &'g RequestPolicy,
     head: &Head<'_>,
 ) -> Result<Admitted<'g>, (Option<&'g Arc<Route>>, Rejection)> {
-    let route = gateway
+    let route = policy
         .route(head.path)
         .ok_or((None, Rejection::RouteNotFound))?;
     let fail = |r| (Some(route), r);
     method::check(head.method).map_err(fail)?;
-    let client = address::resolve(head.peer, head.tls, head.headers, &gateway.trusted_proxies);
+    let client = address::resolve(head.peer, head.tls, head.headers, &policy.trusted_proxies);
     address::check(route.allow_ips.as_ref(), &client).map_err(fail)?;
     transport::check(route.https_only, &client).map_err(fail)?;
     size::check_declared(head.headers, route.max_body).map_err(fail)?;

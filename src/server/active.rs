@@ -3,13 +3,13 @@
 //! metric series every delivery touches.
 
 use super::forward::UpstreamLink;
-use crate::config::{Gateway, Mode, Route};
+use crate::config::{Mode, RequestPolicy, Route};
 use crate::metrics::Metrics;
 use prometheus::{Histogram, IntCounter};
 use std::sync::Arc;
 
 pub struct ActiveConfig {
-    pub gateway: Arc<Gateway>,
+    pub policy: Arc<RequestPolicy>,
     /// Indexed by `Route::index`.
     routes: Vec<RouteState>,
 }
@@ -31,8 +31,8 @@ pub enum Target {
 }
 
 impl ActiveConfig {
-    pub fn new(gateway: Arc<Gateway>, metrics: &Metrics) -> Self {
-        let routes = gateway
+    pub fn new(policy: Arc<RequestPolicy>, metrics: &Metrics) -> Self {
+        let routes = policy
             .route_order
             .iter()
             .map(|r| {
@@ -57,7 +57,7 @@ impl ActiveConfig {
                 }
             })
             .collect();
-        Self { gateway, routes }
+        Self { policy, routes }
     }
 
     /// Every upstream link (for the idle-connection sweep).
@@ -68,7 +68,7 @@ impl ActiveConfig {
         })
     }
 
-    /// The state of `route`, which must belong to this config's gateway.
+    /// The state of `route`, which must belong to this config's policy.
     pub fn route(&self, route: &Route) -> &RouteState {
         &self.routes[route.index]
     }

@@ -60,7 +60,7 @@ impl HttpServerApp for GatewayApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let client_timeout = self.runtime.active.load().gateway.client_timeout;
+        let client_timeout = self.runtime.active.load().policy.client_timeout;
         // One deadline for the whole request, head and body (PRODUCT.md §2).
         let deadline = tokio::time::Instant::now() + client_timeout;
         match tokio::time::timeout_at(deadline, session.read_request()).await {
@@ -148,7 +148,7 @@ impl GatewayApp {
             peer,
             tls,
         };
-        let (route, client) = match pipeline::check_head(&active.gateway, &head) {
+        let (route, client) = match pipeline::check_head(&active.policy, &head) {
             Ok(a) => (a.route.clone(), a.client),
             Err((route, rejection)) => {
                 log.route = route.map(|r| r.name.clone());

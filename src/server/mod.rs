@@ -28,7 +28,7 @@ mod worker;
 pub use gateway::GatewayApp;
 pub use runtime::Runtime;
 
-use crate::config::{Config, ListenerTls, StoreUrl};
+use crate::config::{Config, ListenerTls, StoreEngine};
 use crate::metrics::Metrics;
 use crate::store::file::FileStore;
 use crate::store::postgres::PostgresStore;
@@ -108,18 +108,18 @@ pub struct Stores {
 pub fn open_store(config: &Config) -> Result<Stores, StoreError> {
     let only_keys = |keys: Arc<dyn Store>| Stores { keys, queue: None };
     Ok(match &config.store.url {
-        StoreUrl::Memory => only_keys(Arc::new(MemoryStore::new(config.store.max_keys))),
-        StoreUrl::Redis(url) => {
+        StoreEngine::Memory => only_keys(Arc::new(MemoryStore::new(config.store.max_keys))),
+        StoreEngine::Redis(url) => {
             only_keys(Arc::new(RedisStore::connect(url, &config.store.prefix)?))
         }
-        StoreUrl::File(path) => {
+        StoreEngine::File(path) => {
             let store = Arc::new(FileStore::open(path)?);
             Stores {
                 keys: store.clone(),
                 queue: Some(store),
             }
         }
-        StoreUrl::Postgres(url) => {
+        StoreEngine::Postgres(url) => {
             let store = Arc::new(PostgresStore::connect(url)?);
             Stores {
                 keys: store.clone(),
@@ -138,7 +138,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
     let Stores { keys: store, queue } = open_store(&config)?;
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime {
-        active: ArcSwap::from_pointee(ActiveConfig::new(config.gateway.clone(), &metrics)),
+        active: ArcSwap::from_pointee(ActiveConfig::new(config.policy.clone(), &metrics)),
         store,
         queue: queue.clone(),
         on_error: config.store.on_error,
@@ -260,7 +260,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         ));
     }
 
-    for route in &config.gateway.route_order {
+    for route in &config.policy.route_order {
         if route.signature.is_none() {
             tracing::warn!(route = %route.name, "route verifies no signature");
         }
@@ -269,7 +269,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         tracing::warn!("{w}");
     }
     tracing::info!(
-        routes = config.gateway.route_order.len(),
+        routes = config.policy.route_order.len(),
         store = runtime.store.kind(),
         "hookgate serving"
     );

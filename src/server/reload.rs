@@ -44,7 +44,7 @@ impl Reloader {
         self.reload_certificates();
         match crate::config::load(&self.file) {
             Ok(config) => {
-                let active = ActiveConfig::new(config.gateway, &self.runtime.metrics);
+                let active = ActiveConfig::new(config.policy, &self.runtime.metrics);
                 self.runtime.active.store(Arc::new(active));
                 self.runtime
                     .metrics

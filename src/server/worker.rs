@@ -96,7 +96,7 @@ impl BackgroundService for Worker {
             let active = self.runtime.active.load_full();
             let now = SystemTime::now();
             let mut wake = IDLE_POLL;
-            for route in &active.gateway.route_order {
+            for route in &active.policy.route_order {
                 let Mode::Queue(q) = &route.mode else {
                     continue;
                 };
@@ -188,7 +188,7 @@ impl Worker {
     /// route (the store's purge index is not per route), and expired keys, in small batches.
     async fn purge(&self, active: &ActiveConfig) {
         let retention = active
-            .gateway
+            .policy
             .route_order
             .iter()
             .filter_map(|r| match &r.mode {

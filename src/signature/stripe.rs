@@ -162,6 +162,20 @@ mod tests {
     }
 
     #[test]
+    fn an_independent_vector_verifies() {
+        // Python: hmac.new(b"whsec_test", b'1700000000.{"id":"evt_1"}', hashlib.sha256).hexdigest()
+        let s = Stripe::new(&["whsec_test".into()], Duration::from_secs(300));
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let header =
+            "t=1700000000,v1=c89214b5b5da833daed6f0b8c5bb6bd58cea9022bd80ccc78230f3942d632925";
+        assert_eq!(s.verify(&with(header), br#"{"id":"evt_1"}"#, now), Ok(()));
+        assert_eq!(
+            s.verify(&with(header), br#"{"id":"evt_2"}"#, now),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    #[test]
     fn sign_round_trips() {
         let s = Stripe::new(&[SECRET.into()], Duration::from_secs(300));
         let now = SystemTime::now();

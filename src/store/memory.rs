@@ -21,7 +21,7 @@ const DELIVERED: u64 = 0;
 const STRIPES: usize = 64;
 
 #[derive(Clone, Copy)]
-struct Record {
+struct KeyEntry {
     /// Low 64 bits of the claim's token, or [`DELIVERED`].
     token: u64,
     /// Milliseconds since the store started after which the record is gone.
@@ -47,10 +47,10 @@ struct EarlyEvictions {
     last_warned_minute: Arc<AtomicU64>,
 }
 
-impl Lifecycle<u128, Record> for EarlyEvictions {
+impl Lifecycle<u128, KeyEntry> for EarlyEvictions {
     type RequestState = ();
 
-    fn on_evict(&self, _: &mut (), _key: u128, record: Record) {
+    fn on_evict(&self, _: &mut (), _key: u128, record: KeyEntry) {
         let now_ms = self.started.elapsed().as_millis() as u64;
         if record.token != DELIVERED || record.expires_ms <= now_ms {
             return;
@@ -69,7 +69,7 @@ impl Lifecycle<u128, Record> for EarlyEvictions {
 
 pub struct MemoryStore {
     /// Keyed by the delivery id alone: the route name is already hashed into it.
-    cache: Cache<u128, Record, UnitWeighter, DefaultHashBuilder, EarlyEvictions>,
+    cache: Cache<u128, KeyEntry, UnitWeighter, DefaultHashBuilder, EarlyEvictions>,
     evictions: EarlyEvictions,
     stripes: Vec<Mutex<()>>,
     started: Instant,
@@ -140,7 +140,7 @@ impl MemoryStore {
     }
 
     /// The record for `id` unless it has expired.
-    fn live(&self, id: u128) -> Option<Record> {
+    fn live(&self, id: u128) -> Option<KeyEntry> {
         self.cache.get(&id).filter(|r| r.expires_ms > self.now_ms())
     }
 }
@@ -156,7 +156,7 @@ impl Store for MemoryStore {
             },
             None => {
                 let token = ClaimToken::random();
-                let record = Record {
+                let record = KeyEntry {
                     token: token_bits(token),
                     expires_ms: self.deadline(lease),
                     route: self.route_index(&key.scope),
@@ -179,7 +179,7 @@ impl Store for MemoryStore {
             Some(r) if r.token != token_bits(token) => {}
             // Our claim, or none left (our lease ran out): the app did accept it, remember so.
             _ => {
-                let record = Record {
+                let record = KeyEntry {
                     token: DELIVERED,
                     expires_ms: self.deadline(ttl),
                     route: self.route_index(&key.scope),
