@@ -14,6 +14,7 @@ mod observability;
 mod operations;
 mod postgres;
 mod presets;
+mod promises;
 mod providers;
 mod queue;
 mod redis;

@@ -152,6 +152,24 @@ async fn run_senders(urls: Arc<Mutex<Vec<String>>>) -> SenderLog {
     Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap()
 }
 
+/// A fault must land mid-run to prove anything: the app saw deliveries both before and after it.
+fn assert_mid_run(variant: &str, app: &AppLog, fault_at: Instant) {
+    let before = app
+        .events
+        .iter()
+        .filter(|(_, at, _)| *at < fault_at)
+        .count();
+    let after = app
+        .events
+        .iter()
+        .filter(|(_, at, _)| *at > fault_at)
+        .count();
+    assert!(
+        before > 0 && after > 0,
+        "{variant}: the fault did not land mid-run ({before} deliveries before it, {after} after)"
+    );
+}
+
 /// Checks the promise; `lost_answers` are deliveries whose 2xx the app sent to a replica that
 /// was killed before it could record it (the only way a redelivery can follow a 2xx).
 fn check_promise(variant: &str, sender: &SenderLog, app: &AppLog, allowed_redeliveries: &[String]) {
@@ -297,6 +315,7 @@ async fn promise_holds_when_a_replica_is_killed_mid_run() {
         "answers possibly lost with the killed replica: {}",
         lost.len()
     );
+    assert_mid_run("redis, replica killed", &log, killed_at);
     check_promise("redis, replica killed", &sender, &log, &lost);
 }
 
@@ -320,6 +339,19 @@ async fn promise_holds_across_a_graceful_upgrade() {
         .await
         .unwrap()
         .unwrap();
+    // Both processes served deliveries: the hand-over happened mid-run.
+    let served = |file: &str| {
+        std::fs::read_to_string(gw.dir.path().join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"message\":\"request\"") && l.contains("\"route\":\"imggo\""))
+            .count()
+    };
+    let (old, new) = (served("gateway.log"), served("gateway-new.log"));
+    assert!(
+        old > 0 && new > 0,
+        "the upgrade did not land mid-run: the old process served {old} requests, the new one {new}"
+    );
     check_promise("graceful upgrade", &sender, &log.lock().unwrap(), &[]);
 }
 
@@ -339,6 +371,7 @@ async fn promise_holds_when_redis_restarts_mid_run() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Redis keeps nothing on disk here: a restart forgets every key, like a failover to an
     // empty replica. Deliveries in flight meanwhile get 503 and are retried.
+    let stopped_at = Instant::now();
     redis.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _redis = PrivateRedis::start_on(port);
@@ -348,5 +381,10 @@ async fn promise_holds_when_redis_restarts_mid_run() {
     let log = log.lock().unwrap();
     let sent_503: usize = sender.values().flatten().filter(|(s, _)| *s == 503).count();
     println!("503 store_unavailable answers during the outage: {sent_503}");
+    assert!(
+        sent_503 > 0,
+        "no request met the Redis outage: the fault proved nothing"
+    );
+    assert_mid_run("redis restarted", &log, stopped_at);
     check_promise("redis restarted", &sender, &log, &[]);
 }
