@@ -14,11 +14,13 @@ local n, i = 0, 0
 bad = 0
 
 function init(args)
+  -- args[2]: the signature header, for a peer that reads the same hex HMAC from another one.
+  local header = args[2] or "X-ImgGo-Signature"
   for line in io.lines(args[1]) do
     local sig, body = line:match("^(%x+)\t(.*)$")
     n = n + 1
     requests[n] = wrk.format("POST", wrk.path,
-      { ["Content-Type"] = "application/json", ["X-ImgGo-Signature"] = sig }, body)
+      { ["Content-Type"] = "application/json", [header] = sig }, body)
   end
   -- Threads start far apart in the list, so no two send the same delivery close in time.
   i = math.floor(id * n / (counter > 0 and counter or 2)) % n

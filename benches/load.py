@@ -3,6 +3,7 @@
 import base64
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -68,7 +69,9 @@ def stop_all():
 
 
 ports = {k: free_port() for k in ("upstream", "nginx", "haproxy", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis",
-                                  "hookgate-queue", "admin-queue")}
+                                  "hookgate-queue", "admin-queue", "hookgate-base", "admin-base",
+                                  "hookgate-pg", "admin-hookgate-pg", "hookgate-queue-pg", "admin-hookgate-queue-pg",
+                                  "qhook", "qhook-pg")}
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 upstream = f"127.0.0.1:{ports['upstream']}"
 try:
@@ -164,6 +167,20 @@ routes:
                                  env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
     wait_port(ports["hookgate"])
 
+    # An A/B in one run: HOOKGATE_BASELINE=path/to/an/older/hookgate adds it as `hookgate-base`,
+    # same config, so a change's cost is measured against its parent on the same machine.
+    BASELINE = os.environ.get("HOOKGATE_BASELINE")
+    if BASELINE:
+        base_config = os.path.join(tmp, "hookgate-base.yaml")
+        text = open(config).read()
+        text = text.replace(f"127.0.0.1:{ports['hookgate']}", f"127.0.0.1:{ports['hookgate-base']}")
+        text = text.replace(f"127.0.0.1:{ports['admin']}", f"127.0.0.1:{ports['admin-base']}")
+        text = text.replace("upgrade.sock", "upgrade-base.sock")
+        open(base_config, "w").write(text)
+        sessions["hookgate-base"] = start([BASELINE, "--log-format", "json", "run", "-c", base_config],
+                                          env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
+        wait_port(ports["hookgate-base"])
+
     # The same gateway with the shared Redis store (what replicas use), for the Redis/memory ratio.
     redis_config = os.path.join(tmp, "hookgate-redis.yaml")
     text = open(config).read()
@@ -191,6 +208,62 @@ routes:
     sessions["hookgate-queue"] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", queue_config],
                                        env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
     wait_port(ports["hookgate-queue"])
+
+    # Postgres, the store replicas share: a forward route (dedupe, vs Redis) and a queue route
+    # (acceptance, vs the file store), on a database made for this run and dropped after it.
+    PG = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432")
+    pg_db = f"hookgate_load_{os.getpid()}"
+    subprocess.run(["psql", f"{PG}/postgres", "-qc", f"create database {pg_db}"], check=True)
+    for name, source in (("hookgate-pg", config), ("hookgate-queue-pg", queue_config)):
+        path = os.path.join(tmp, f"{name}.yaml")
+        text = open(source).read()
+        listen = ports["hookgate"] if source == config else ports["hookgate-queue"]
+        admin_port = ports["admin"] if source == config else ports["admin-queue"]
+        text = text.replace(f"127.0.0.1:{listen}", f"127.0.0.1:{ports[name]}")
+        text = text.replace(f"127.0.0.1:{admin_port}", f"127.0.0.1:{ports['admin-' + name]}")
+        text = re.sub(r"upgrade[-a-z]*\.sock", f"upgrade-{name}.sock", text)
+        text = re.sub(r"store: \{[^\n]*\}", f'store: {{ url: "{PG}/{pg_db}" }}', text)
+        open(path, "w").write(text)
+        sessions[name] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", path],
+                               env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
+        wait_port(ports[name])
+
+    # qhook (verify, persist, answer, deliver with retries), the open-source tool of queue mode's
+    # shape, when installed (`cargo install qhook`): on its SQLite default and on the same Postgres.
+    # Its generic HMAC reads the same hex HMAC-SHA256 from X-Webhook-Signature.
+    qhook_targets = []
+    if shutil.which("qhook"):
+        subprocess.run(["psql", f"{PG}/postgres", "-qc", f"create database {pg_db}_qhook"], check=True)
+        for name, database in (("qhook", "driver: sqlite"),
+                               ("qhook-pg", f"driver: postgres\n  url: {PG}/{pg_db}_qhook")):
+            qdir = os.path.join(tmp, name)
+            os.makedirs(qdir)
+            open(os.path.join(qdir, "qhook.yaml"), "w").write(f"""
+database:
+  {database}
+server:
+  port: {ports[name]}
+  allow_private_urls: true
+  max_inbound: 10000
+sources:
+  imggo:
+    type: webhook
+    verify: hmac
+    secret: {SECRET}
+    allowed_ips: ["127.0.0.0/8"]
+handlers:
+  app:
+    source: imggo
+    url: http://{upstream}/webhooks/imggo
+""")
+            sessions[name] = subprocess.Popen(["qhook", "start"], cwd=qdir, stdout=open(os.path.join(qdir, "log"), "w"),
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+            procs.append(sessions[name])
+            sessions[name] = sessions[name].pid
+            wait_port(ports[name])
+            qhook_targets.append(name)
+    else:
+        print("qhook is not installed (cargo install qhook): its targets are skipped")
 
     # Fresh deliveries for every round: with the production 24h TTL a replayed one would be a
     # duplicate and short-circuit. 600k per round covers 60k req/s for 10 s.
@@ -223,10 +296,16 @@ routes:
     targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "haproxy": ports["haproxy"],
                "pingora": ports["pingora"],
                "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"],
-               "hookgate-queue": ports["hookgate-queue"]}
+               "hookgate-queue": ports["hookgate-queue"], "hookgate-pg": ports["hookgate-pg"],
+               "hookgate-queue-pg": ports["hookgate-queue-pg"]}
 
-    def queue_backlog():
-        text = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin-queue']}/metrics").read().decode()
+    if BASELINE:
+        targets["hookgate-base"] = ports["hookgate-base"]
+    for name in qhook_targets:
+        targets[name] = ports[name]
+
+    def queue_backlog(admin="admin-queue"):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{ports[admin]}/metrics").read().decode()
         m = re.search(r'hookgate_queue_deliveries\{destination="app",route="imggo",state="pending"\} (\d+)', text)
         return int(m.group(1)) if m else 0
     results = {t: [] for t in targets}
@@ -235,8 +314,9 @@ routes:
         # The target's own CPU time per request: steadier than req/s on a shared machine, and it
         # is what a check costs. (The upstream target *is* the app, so its figure is the app's.)
         cpu_before = cpu_seconds(sessions[name])
+        header = "X-Webhook-Signature" if name.startswith("qhook") else "X-ImgGo-Signature"
         out = subprocess.run(["wrk", "-t2", f"-c{CONNS}", f"-d{SECONDS}s", "--latency", "-s", "benches/imggo.lua",
-                              f"http://127.0.0.1:{port}/webhooks/imggo", "--", deliveries],
+                              f"http://127.0.0.1:{port}/webhooks/imggo", "--", deliveries, header],
                              capture_output=True, text=True, check=True).stdout
         cpu = cpu_seconds(sessions[name]) - cpu_before
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -252,7 +332,11 @@ routes:
         for name, port in targets.items():
             rps, p50, p99, cpu, bad = wrk(name, port, files[r])
             results[name].append((rps, p50, p99, cpu, bad))
-            extra = f"  backlog {queue_backlog()}" if name == "hookgate-queue" else ""
+            extra = ""
+            if name == "hookgate-queue":
+                extra = f"  backlog {queue_backlog()}"
+            elif name == "hookgate-queue-pg":
+                extra = f"  backlog {queue_backlog('admin-hookgate-queue-pg')}"
             print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
                   f"cpu {cpu:6.1f} us/req  non-200 {bad}{extra}", flush=True)
 
@@ -263,14 +347,33 @@ routes:
         print(f"{t:14s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {cpu:11.1f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
     print(f"hookgate CPU per request / haproxy's (same checks and more): {med['hookgate'][3] / med['haproxy'][3]:.2f}x, "
           f"p99 {med['hookgate'][2] / med['haproxy'][2]:.2f}x, req/s {med['hookgate'][0] / med['haproxy'][0]:.2f}x")
+    if BASELINE:
+        print(f"hookgate / hookgate-base ({BASELINE}): CPU per request {med['hookgate'][3] / med['hookgate-base'][3]:.2f}x, "
+              f"req/s {med['hookgate'][0] / med['hookgate-base'][0]:.2f}x, p99 {med['hookgate'][2] / med['hookgate-base'][2]:.2f}x")
     print(f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
     print(f"hookgate CPU per request / pingora's: {med['hookgate'][3] / med['pingora'][3]:.2f}x")
     print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x req/s, "
           f"CPU per request {med['hookgate-redis'][3] / med['hookgate'][3]:.2f}x")
     print(f"hookgate queue mode (file store) / forward mode: {med['hookgate-queue'][0] / med['hookgate'][0]:.2f}x req/s, "
           f"p99 {med['hookgate-queue'][2] / med['hookgate'][2]:.2f}x")
-    time.sleep(2)
-    print(f"queue backlog 2 s after the last round: {queue_backlog()}")
+    print(f"hookgate queue mode on Postgres / on the file store: "
+          f"{med['hookgate-queue-pg'][0] / med['hookgate-queue'][0]:.2f}x req/s, "
+          f"CPU per request {med['hookgate-queue-pg'][3] / med['hookgate-queue'][3]:.2f}x")
+    print(f"hookgate forward dedupe on Postgres / on Redis: {med['hookgate-pg'][0] / med['hookgate-redis'][0]:.2f}x req/s, "
+          f"CPU per request {med['hookgate-pg'][3] / med['hookgate-redis'][3]:.2f}x")
+    for name in qhook_targets:
+        ours = "hookgate-queue" if name == "qhook" else "hookgate-queue-pg"
+        print(f"{ours} / {name} (same store kind): {med[ours][0] / med[name][0]:.1f}x req/s, "
+              f"CPU per request {med[ours][3] / med[name][3]:.2f}x, p99 {med[ours][2] / med[name][2]:.2f}x")
+    # Drain rate: how fast one replica empties a backlog it was left with.
+    for admin, label in (("admin-queue", "file"), ("admin-hookgate-queue-pg", "postgres")):
+        start_backlog, t0 = queue_backlog(admin), time.time()
+        while queue_backlog(admin) > 0 and time.time() - t0 < 120:
+            time.sleep(0.5)
+        left, took = queue_backlog(admin), time.time() - t0
+        rate = (start_backlog - left) / took if took > 0 else 0
+        print(f"queue backlog on {label} after the last round: {start_backlog}; "
+              f"{left} left after {took:.1f} s ({rate:.0f} attempts/s drained by one replica)")
     total_bad = sum(x[4] for x in results["hookgate"])
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()
     fwd = re.search(r'hookgate_requests_total\{outcome="forwarded",route="imggo"\} (\d+)', metrics)
@@ -281,6 +384,10 @@ routes:
     print(f"hookgate RSS after the run: {rss / 1024:.1f} MiB")
 finally:
     stop_all()
+    subprocess.run(["psql", f"{os.environ.get('PG_URL', 'postgres://postgres@127.0.0.1:5432')}/postgres", "-qc",
+                    f"drop database if exists hookgate_load_{os.getpid()}"], check=False)
+    subprocess.run(["psql", f"{os.environ.get('PG_URL', 'postgres://postgres@127.0.0.1:5432')}/postgres", "-qc",
+                    f"drop database if exists hookgate_load_{os.getpid()}_qhook"], check=False)
     # Best effort: drop the Redis keys this run left behind (they carry the run's prefix).
     subprocess.run(f"redis-cli --scan --pattern 'hookgate-load-{os.getpid()}:*' | xargs -r -n 1000 redis-cli del > /dev/null",
                    shell=True, check=False)
