@@ -15,12 +15,15 @@ bad = 0
 
 function init(args)
   -- args[2]: the signature header, for a peer that reads the same hex HMAC from another one.
+  -- args[3] = "close": a new connection (and TLS handshake) per delivery, as most senders do.
   local header = args[2] or "X-ImgGo-Signature"
+  local close = args[3] == "close"
   for line in io.lines(args[1]) do
     local sig, body = line:match("^(%x+)\t(.*)$")
     n = n + 1
-    requests[n] = wrk.format("POST", wrk.path,
-      { ["Content-Type"] = "application/json", [header] = sig }, body)
+    local headers = { ["Content-Type"] = "application/json", [header] = sig }
+    if close then headers["Connection"] = "close" end
+    requests[n] = wrk.format("POST", wrk.path, headers, body)
   end
   -- Threads start far apart in the list, so no two send the same delivery close in time.
   i = math.floor(id * n / (counter > 0 and counter or 2)) % n

@@ -107,7 +107,7 @@ http {{
     open(haproxy_conf, "w").write(f"""
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
@@ -265,6 +265,40 @@ handlers:
     else:
         print("qhook is not installed (cargo install qhook): its targets are skipped")
 
+    def start_tls_targets():
+        """hookgate, nginx and HAProxy on TLS listeners of their own, sharing one certificate."""
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+        combined = os.path.join(tmp, "combined.pem")
+        open(combined, "w").write(open(cert).read() + open(key).read())
+        tls_ports = {k: free_port() for k in ("hookgate-tls", "nginx-tls", "haproxy-tls", "admin-tls")}
+        text = open(config).read()
+        text = text.replace(f'listen: [{{ addr: "127.0.0.1:{ports["hookgate"]}" }}]',
+                            f'listen: [{{ addr: "127.0.0.1:{tls_ports["hookgate-tls"]}", tls: {{ cert: {cert}, key: {key} }} }}]')
+        text = text.replace(f"127.0.0.1:{ports['admin']}", f"127.0.0.1:{tls_ports['admin-tls']}")
+        text = text.replace("upgrade.sock", "upgrade-tls.sock").replace("https_only: false", "https_only: true")
+        path = os.path.join(tmp, "hookgate-tls.yaml")
+        open(path, "w").write(text)
+        sessions["hookgate-tls"] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", path],
+                                         env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
+        conf = open(nginx_conf).read().replace(
+            f"listen 127.0.0.1:{ports['nginx']};",
+            f"listen 127.0.0.1:{tls_ports['nginx-tls']} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+            f"ssl_protocols TLSv1.2 TLSv1.3;").replace("nginx.pid", "nginx-tls.pid")
+        path = os.path.join(tmp, "nginx-tls.conf")
+        open(path, "w").write(conf)
+        sessions["nginx-tls"] = start(["nginx", "-c", path]).pid
+        conf = open(haproxy_conf).read().replace(
+            f"bind 127.0.0.1:{ports['haproxy']}", f"bind 127.0.0.1:{tls_ports['haproxy-tls']} ssl crt {combined}")
+        path = os.path.join(tmp, "haproxy-tls.cfg")
+        open(path, "w").write(conf)
+        sessions["haproxy-tls"] = start(["haproxy", "-db", "-f", path]).pid
+        for name in ("hookgate-tls", "nginx-tls", "haproxy-tls"):
+            wait_port(tls_ports[name])
+        return {name: tls_ports[name] for name in ("hookgate-tls", "nginx-tls", "haproxy-tls")}
+
     # Fresh deliveries for every round: with the production 24h TTL a replayed one would be a
     # duplicate and short-circuit. 600k per round covers 60k req/s for 10 s.
     per_round = int(os.environ.get("DELIVERIES_PER_ROUND", "600000"))
@@ -310,13 +344,14 @@ handlers:
         return int(m.group(1)) if m else 0
     results = {t: [] for t in targets}
 
-    def wrk(name, port, deliveries):
+    def wrk(name, port, deliveries, tls=False):
         # The target's own CPU time per request: steadier than req/s on a shared machine, and it
         # is what a check costs. (The upstream target *is* the app, so its figure is the app's.)
         cpu_before = cpu_seconds(sessions[name])
         header = "X-Webhook-Signature" if name.startswith("qhook") else "X-ImgGo-Signature"
+        url = f"https://localhost:{port}/webhooks/imggo" if tls else f"http://127.0.0.1:{port}/webhooks/imggo"
         out = subprocess.run(["wrk", "-t2", f"-c{CONNS}", f"-d{SECONDS}s", "--latency", "-s", "benches/imggo.lua",
-                              f"http://127.0.0.1:{port}/webhooks/imggo", "--", deliveries, header],
+                              url, "--", deliveries, header] + (["close"] if tls else []),
                              capture_output=True, text=True, check=True).stdout
         cpu = cpu_seconds(sessions[name]) - cpu_before
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -365,6 +400,25 @@ handlers:
         ours = "hookgate-queue" if name == "qhook" else "hookgate-queue-pg"
         print(f"{ours} / {name} (same store kind): {med[ours][0] / med[name][0]:.1f}x req/s, "
               f"CPU per request {med[ours][3] / med[name][3]:.2f}x, p99 {med[ours][2] / med[name][2]:.2f}x")
+    # The senders' real pattern: a new TLS 1.3 connection per delivery (one ECDSA P-256
+    # certificate for all, X25519), hookgate with every check against nginx (a plain TLS proxy)
+    # and HAProxy (its checks), each on one thread.
+    # TLS=0 skips this scenario.
+    if os.environ.get("TLS", "1") != "0":
+        tls_targets = start_tls_targets()
+        tls_results = {t: [] for t in tls_targets}
+        for r in range(ROUNDS):
+            for name, port in tls_targets.items():
+                res = wrk(name, port, files[r], tls=True)
+                tls_results[name].append(res)
+                print(f"tls round {r + 1} {name:12s} {res[0]:8.0f} req/s  p99 {res[2]:7.2f} ms  "
+                      f"cpu {res[3]:6.1f} us/req  non-200 {res[4]}", flush=True)
+        tmed = {t: tuple(statistics.median(x[i] for x in v) for i in range(4)) for t, v in tls_results.items()}
+        print(f"\nnew TLS connection per delivery: median of {ROUNDS} rounds")
+        for t, (rps, p50, p99, cpu) in tmed.items():
+            print(f"{t:14s} {rps:10.0f} req/s  p99 {p99:7.2f} ms  cpu {cpu:6.1f} us/req  "
+                  f"vs hookgate-tls cpu {cpu / tmed['hookgate-tls'][3]:.2f}x")
+
     # Drain rate: how fast one replica empties a backlog it was left with.
     for admin, label in (("admin-queue", "file"), ("admin-hookgate-queue-pg", "postgres")):
         start_backlog, t0 = queue_backlog(admin), time.time()

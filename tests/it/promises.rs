@@ -62,7 +62,13 @@ async fn a_request_failing_two_steps_is_answered_by_the_earlier_one() {
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "POST");
     // (path, headers, body, status, code)
-    type Case = (&'static str, Vec<(&'static str, String)>, Vec<u8>, u16, &'static str);
+    type Case = (
+        &'static str,
+        Vec<(&'static str, String)>,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         // Address before transport: plain HTTP from a refused address.
         (

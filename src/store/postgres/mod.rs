@@ -166,7 +166,9 @@ impl PostgresStore {
             .run(move |c| async move {
                 let row = c
                     .query_one(
-                        "SELECT count(*) FROM hookgate_deliveries WHERE route = $1 AND finished_ms IS NULL",
+                        &c.prepare_cached(
+                        "SELECT count(*) FROM hookgate_deliveries WHERE route = $1 AND finished_ms IS NULL")
+.await?,
                         &[&r],
                     )
                     .await?;
@@ -328,7 +330,8 @@ impl Store for PostgresStore {
         let row = self
             .run(move |c| async move {
                 c.query_one(
-                    "WITH ins AS (
+                    &c.prepare_cached(
+                        "WITH ins AS (
                         INSERT INTO hookgate_claims (key, token, expires_ms) VALUES ($1, $2, $3)
                         ON CONFLICT (key) DO UPDATE
                             SET token = EXCLUDED.token, expires_ms = EXCLUDED.expires_ms
@@ -337,6 +340,8 @@ impl Store for PostgresStore {
                     SELECT (SELECT count(*) FROM ins),
                            (SELECT token FROM hookgate_claims WHERE key = $1),
                            (SELECT expires_ms FROM hookgate_claims WHERE key = $1)",
+                    )
+                    .await?,
                     &[&id, &token_bytes(token).as_slice(), &expires, &ms(now)],
                 )
                 .await
@@ -371,10 +376,13 @@ impl Store for PostgresStore {
             // Ours, or none left (our lease ran out), or already delivered: delivered now.
             // Someone else's live claim is left alone.
             c.execute(
-                "INSERT INTO hookgate_claims (key, token, expires_ms) VALUES ($1, $2, $3)
+                &c.prepare_cached(
+                    "INSERT INTO hookgate_claims (key, token, expires_ms) VALUES ($1, $2, $3)
                  ON CONFLICT (key) DO UPDATE SET token = $2, expires_ms = $3
                  WHERE hookgate_claims.token = $4 OR hookgate_claims.token = $2
                     OR hookgate_claims.expires_ms <= $5",
+                )
+                .await?,
                 &[
                     &id,
                     &DELIVERED.as_slice(),
@@ -393,7 +401,8 @@ impl Store for PostgresStore {
         let id = key.id.to_be_bytes().to_vec();
         self.run(move |c| async move {
             c.execute(
-                "DELETE FROM hookgate_claims WHERE key = $1 AND token = $2",
+                &c.prepare_cached("DELETE FROM hookgate_claims WHERE key = $1 AND token = $2")
+                    .await?,
                 &[&id, &token_bytes(token).as_slice()],
             )
             .await
@@ -463,9 +472,12 @@ async fn summaries(
     let ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
     let dests = c
         .query(
-            "SELECT delivery_id, name, state, attempts, due_ms, last_status, last_error
+            &c.prepare_cached(
+                "SELECT delivery_id, name, state, attempts, due_ms, last_status, last_error
              FROM hookgate_destinations WHERE delivery_id = ANY($1)
              ORDER BY delivery_id, position",
+            )
+            .await?,
             &[&ids],
         )
         .await?;
@@ -513,6 +525,7 @@ impl Queue for PostgresStore {
                 // Without a key, the claim is skipped (`$1 IS NULL`) and the delivery always goes in.
                 let row = c
                     .query_one(
+                        &c.prepare_cached(
                         "WITH claim AS (
                             INSERT INTO hookgate_claims (key, token, expires_ms)
                             SELECT $1, $2, $3 WHERE $1::bytea IS NOT NULL
@@ -539,7 +552,8 @@ impl Queue for PostgresStore {
                                (SELECT count(*) FROM destinations),
                                (SELECT count(*) FROM wake),
                                (SELECT token FROM hookgate_claims WHERE key = $1),
-                               (SELECT expires_ms FROM hookgate_claims WHERE key = $1)",
+                               (SELECT expires_ms FROM hookgate_claims WHERE key = $1)")
+.await?,
                         &[
                             &key,
                             &DELIVERED.as_slice(),
@@ -590,7 +604,8 @@ impl Queue for PostgresStore {
         let rows = self
             .run(move |c| async move {
                 c.query(
-                    "WITH due AS (
+                    &c.prepare_cached(
+                        "WITH due AS (
                             SELECT delivery_id FROM hookgate_destinations
                             WHERE route = $1 AND name = $2 AND state = 'pending' AND due_ms <= $3
                             ORDER BY due_ms LIMIT $4
@@ -603,6 +618,8 @@ impl Queue for PostgresStore {
                         SELECT t.delivery_id, t.attempts, t.scheduled, x.target, x.headers, x.body,
                                x.received_ms
                         FROM taken t JOIN hookgate_deliveries x ON x.id = t.delivery_id",
+                    )
+                    .await?,
                     &[
                         &route,
                         &destination,
@@ -634,8 +651,11 @@ impl Queue for PostgresStore {
         let row = self
             .run(move |c| async move {
                 c.query_one(
-                    "SELECT min(due_ms) FROM hookgate_destinations
+                    &c.prepare_cached(
+                        "SELECT min(due_ms) FROM hookgate_destinations
                      WHERE route = $1 AND name = $2 AND state = 'pending'",
+                    )
+                    .await?,
                     &[&route, &destination],
                 )
                 .await
@@ -657,8 +677,10 @@ impl Queue for PostgresStore {
             // The delivery row's lock numbers attempts of concurrent destinations one by one.
             let Some(row) = txn
                 .query_opt(
+                    &txn.prepare_cached(
                     "UPDATE hookgate_deliveries SET attempts_recorded = attempts_recorded + 1
-                     WHERE id = $1 RETURNING attempts_recorded",
+                     WHERE id = $1 RETURNING attempts_recorded")
+.await?,
                     &[&id],
                 )
                 .await?
@@ -668,9 +690,11 @@ impl Queue for PostgresStore {
             let n: i32 = row.get(0);
             let status = r.status.map(i32::from);
             txn.execute(
+                &txn.prepare_cached(
                 "INSERT INTO hookgate_attempts
                     (delivery_id, n, destination, started_ms, duration_ms, status, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)")
+.await?,
                 &[
                     &id,
                     &n,
@@ -684,10 +708,12 @@ impl Queue for PostgresStore {
             .await?;
             // Only the attempt in progress moves the state: a retry by hand may have superseded it.
             txn.execute(
+                &txn.prepare_cached(
                 "UPDATE hookgate_destinations SET last_status = $3, last_error = $4,
                     state = CASE WHEN state = 'pending' AND attempts = $5 THEN $6 ELSE state END,
                     due_ms = CASE WHEN state = 'pending' AND attempts = $5 THEN $7 ELSE due_ms END
-                 WHERE delivery_id = $1 AND name = $2",
+                 WHERE delivery_id = $1 AND name = $2")
+.await?,
                 &[
                     &id,
                     &r.destination,
@@ -700,9 +726,11 @@ impl Queue for PostgresStore {
             )
             .await?;
             txn.execute(
+                &txn.prepare_cached(
                 "UPDATE hookgate_deliveries SET finished_ms = $2
                  WHERE id = $1 AND finished_ms IS NULL AND NOT EXISTS (
-                    SELECT 1 FROM hookgate_destinations WHERE delivery_id = $1 AND state = 'pending')",
+                    SELECT 1 FROM hookgate_destinations WHERE delivery_id = $1 AND state = 'pending')")
+.await?,
                 &[&id, &now],
             )
             .await?;
@@ -716,17 +744,23 @@ impl Queue for PostgresStore {
         self.run(move |c| async move {
             let deliveries = c
                 .execute(
-                    "DELETE FROM hookgate_deliveries WHERE id IN (
+                    &c.prepare_cached(
+                        "DELETE FROM hookgate_deliveries WHERE id IN (
                         SELECT id FROM hookgate_deliveries WHERE finished_ms < $1
                         ORDER BY finished_ms LIMIT $2)",
+                    )
+                    .await?,
                     &[&ms(before_ms), &(limit as i64)],
                 )
                 .await?;
             let keys = c
                 .execute(
-                    "DELETE FROM hookgate_claims WHERE key IN (
+                    &c.prepare_cached(
+                        "DELETE FROM hookgate_claims WHERE key IN (
                         SELECT key FROM hookgate_claims WHERE expires_ms < $1
                         ORDER BY expires_ms LIMIT $2)",
+                    )
+                    .await?,
                     &[&now, &(limit as i64)],
                 )
                 .await?;
@@ -739,9 +773,12 @@ impl Queue for PostgresStore {
         let rows = self
             .run(|c| async move {
                 c.query(
-                    "SELECT route, name, state, count(*), min(delivery_id)
+                    &c.prepare_cached(
+                        "SELECT route, name, state, count(*), min(delivery_id)
                      FROM hookgate_destinations WHERE state <> 'delivered'
                      GROUP BY route, name, state",
+                    )
+                    .await?,
                     &[],
                 )
                 .await
@@ -787,6 +824,7 @@ impl Queue for PostgresStore {
             });
             let rows = c
                 .query(
+                    &c.prepare_cached(
                     "SELECT id, route, received_ms, key, event FROM hookgate_deliveries d
                      WHERE id < $1
                        AND ($2::text IS NULL OR route = $2)
@@ -798,7 +836,8 @@ impl Queue for PostgresStore {
                             WHEN EXISTS (SELECT 1 FROM hookgate_destinations x
                                          WHERE x.delivery_id = d.id AND x.state = 'pending') THEN 'pending'
                             ELSE 'delivered' END)
-                     ORDER BY id DESC LIMIT $5",
+                     ORDER BY id DESC LIMIT $5")
+.await?,
                     &[
                         &before,
                         &filter.route,
@@ -823,7 +862,9 @@ impl Queue for PostgresStore {
             let id = id.0 as i64;
             let Some(row) = c
                 .query_opt(
-                    "SELECT id, route, received_ms, key, event FROM hookgate_deliveries WHERE id = $1",
+                    &c.prepare_cached(
+                    "SELECT id, route, received_ms, key, event FROM hookgate_deliveries WHERE id = $1")
+.await?,
                     &[&id],
                 )
                 .await?
@@ -835,8 +876,10 @@ impl Queue for PostgresStore {
             };
             let attempts = c
                 .query(
+                    &c.prepare_cached(
                     "SELECT destination, n, started_ms, duration_ms, status, error
-                     FROM hookgate_attempts WHERE delivery_id = $1 ORDER BY n",
+                     FROM hookgate_attempts WHERE delivery_id = $1 ORDER BY n")
+.await?,
                     &[&id],
                 )
                 .await?
@@ -858,7 +901,8 @@ impl Queue for PostgresStore {
     async fn body(&self, id: DeliveryId) -> Result<Option<Bytes>, StoreError> {
         self.run(move |c| async move {
             Ok(c.query_opt(
-                "SELECT body FROM hookgate_deliveries WHERE id = $1",
+                &c.prepare_cached("SELECT body FROM hookgate_deliveries WHERE id = $1")
+                    .await?,
                 &[&(id.0 as i64)],
             )
             .await?
@@ -877,6 +921,7 @@ impl Queue for PostgresStore {
         self.run(move |c| async move {
             let row = c
                 .query_one(
+                    &c.prepare_cached(
                     "WITH requeued AS (
                         UPDATE hookgate_destinations SET state = 'pending', due_ms = $3, scheduled = 0
                         WHERE delivery_id = $1
@@ -889,7 +934,8 @@ impl Queue for PostgresStore {
                              WHERE EXISTS (SELECT 1 FROM requeued))
                     SELECT EXISTS (SELECT 1 FROM hookgate_deliveries WHERE id = $1),
                            (SELECT count(*) FROM requeued),
-                           (SELECT count(*) FROM reopened) + (SELECT count(*) FROM wake)",
+                           (SELECT count(*) FROM reopened) + (SELECT count(*) FROM wake)")
+.await?,
                     &[&(id.0 as i64), &destination, &ms(now_ms)],
                 )
                 .await?;
@@ -905,6 +951,7 @@ impl Queue for PostgresStore {
         self.run(move |c| async move {
             let row = c
                 .query_one(
+                    &c.prepare_cached(
                     "WITH requeued AS (
                         UPDATE hookgate_destinations SET state = 'pending', due_ms = $2, scheduled = 0
                         WHERE route = $1 AND state = 'dead'
@@ -915,7 +962,8 @@ impl Queue for PostgresStore {
                     wake AS (SELECT pg_notify('hookgate_queue', '')
                              WHERE EXISTS (SELECT 1 FROM requeued))
                     SELECT (SELECT count(*) FROM requeued),
-                           (SELECT count(*) FROM reopened) + (SELECT count(*) FROM wake)",
+                           (SELECT count(*) FROM reopened) + (SELECT count(*) FROM wake)")
+.await?,
                     &[&route, &ms(now_ms)],
                 )
                 .await?;
