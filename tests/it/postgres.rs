@@ -309,3 +309,58 @@ async fn a_gateway_started_before_postgres_serves_once_it_answers() {
     );
     eventually("the delivery at the app", || app.count() == 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acceptances_committed_together_keep_one_delivery_per_key() {
+    // Forty senders at once, ten copies of each of four deliveries: acceptances arriving together
+    // share a commit, and within it a key still goes in once.
+    let db = TestDatabase::create();
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = Gateway::start(&queue_route_on(
+        &db.url(),
+        &app.url(),
+        &analytics.url(),
+        "      retry: [100ms]\n",
+    ))
+    .await;
+    wait_ready(&gw).await;
+    let mut senders = Vec::new();
+    for copy in 0..10 {
+        for job in 0..4 {
+            let url = gw.http_url("/webhooks/q");
+            senders.push(tokio::spawn(async move {
+                let body = delivery("job.completed", &format!("group-{job}"));
+                let (status, code, json) = answer(post_signed(&url, &body).await).await;
+                (
+                    job,
+                    copy,
+                    status,
+                    code,
+                    json["delivery_id"].as_str().map(str::to_string),
+                )
+            }));
+        }
+    }
+    let mut queued: HashMap<usize, Vec<String>> = HashMap::new();
+    for s in senders {
+        let (job, copy, status, code, id) = s.await.unwrap();
+        match (status, code.as_str()) {
+            (200, "queued") => queued.entry(job).or_default().push(id.unwrap()),
+            (200, "already_processed") | (409, "delivery_in_progress") => {}
+            other => panic!("copy {copy} of job {job}: unexpected {other:?}"),
+        }
+    }
+    for job in 0..4 {
+        assert_eq!(
+            queued.get(&job).map_or(0, Vec::len),
+            1,
+            "job {job}: {queued:?}"
+        );
+    }
+    eventually("each delivery once at the app", || {
+        let seen = ids_per_delivery(&app);
+        seen.len() == 4 && seen.values().all(|&n| n == 1)
+    })
+    .await;
+}

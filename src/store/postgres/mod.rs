@@ -2,7 +2,8 @@
 //! the delivery queue for queue routes, shared by every replica.
 //!
 //! Each acceptance is one statement (claim, delivery, destinations and a NOTIFY in one writable
-//! CTE, so one round trip and one commit; Postgres flushes concurrent commits together). Workers
+//! CTE), and acceptances that arrive together share one transaction and one commit (`accept`).
+//! Workers
 //! take due attempts with `FOR UPDATE SKIP LOCKED`, hold them with a lease (their due time moved
 //! past `delivery.timeout` + 30s), and are woken by LISTEN/NOTIFY when another replica accepts or
 //! retries a delivery. All database work runs on a runtime of the store's own, so connections
@@ -10,6 +11,7 @@
 //! the gateway: migrations are retried every second, and until they are applied every operation
 //! fails as unavailable (503 `store_unavailable`, `/readyz` 503).
 
+mod accept;
 mod migrations;
 
 use super::queue::{
@@ -54,6 +56,7 @@ fn token_bytes(t: ClaimToken) -> [u8; 16] {
 
 pub struct PostgresStore {
     pool: Pool,
+    accepts: accept::GroupCommit,
     runtime: tokio::runtime::Handle,
     /// Migrations applied: operations may run.
     ready: Arc<AtomicBool>,
@@ -114,6 +117,7 @@ impl PostgresStore {
                 .map_err(|e| StoreError::Failed(format!("cannot build the Postgres pool: {e}")))?
         };
         let store = Self {
+            accepts: accept::GroupCommit::start(pool.clone(), &runtime),
             pool,
             runtime,
             ready: Arc::new(AtomicBool::new(false)),
@@ -512,76 +516,30 @@ impl Queue for PostgresStore {
         if self.open_count(&new.route).await? >= ms(new.max_queued) {
             return Ok(Enqueued::Full);
         }
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(
+                "Postgres is not reachable yet (or its schema is being migrated)".into(),
+            ));
+        }
         let now = ms(unix_ms(SystemTime::now()));
         let route = new.route.clone();
-        let key = new.key.as_ref().map(|k| k.id.to_be_bytes().to_vec());
-        let key_hex = new.key.as_ref().map(DeliveryKey::hex);
-        let key_expires = new
-            .key
-            .as_ref()
-            .map_or(0, |k| now + ms(k.ttl.as_millis() as u64));
         let outcome = self
-            .run(move |c| async move {
-                // Without a key, the claim is skipped (`$1 IS NULL`) and the delivery always goes in.
-                let row = c
-                    .query_one(
-                        &c.prepare_cached(
-                        "WITH claim AS (
-                            INSERT INTO hookgate_claims (key, token, expires_ms)
-                            SELECT $1, $2, $3 WHERE $1::bytea IS NOT NULL
-                            ON CONFLICT (key) DO UPDATE
-                                SET token = EXCLUDED.token, expires_ms = EXCLUDED.expires_ms
-                                WHERE hookgate_claims.expires_ms <= $4
-                            RETURNING 1),
-                        delivery AS (
-                            INSERT INTO hookgate_deliveries
-                                (id, route, received_ms, key, event, target, headers, body, finished_ms)
-                            SELECT ($5::bigint << 20) | (nextval('hookgate_delivery_seq') & 1048575),
-                                   $6, $5, $7, $8, $9, $10, $11,
-                                   CASE WHEN cardinality($12::text[]) = 0 THEN $4 END
-                            WHERE $1::bytea IS NULL OR EXISTS (SELECT 1 FROM claim)
-                            RETURNING id),
-                        destinations AS (
-                            INSERT INTO hookgate_destinations
-                                (delivery_id, position, route, name, state, due_ms)
-                            SELECT delivery.id, d.position, $6, d.name, 'pending', $4
-                            FROM delivery, unnest($12::text[]) WITH ORDINALITY AS d(name, position)
-                            RETURNING 1),
-                        wake AS (SELECT pg_notify('hookgate_queue', '') FROM delivery)
-                        SELECT (SELECT id FROM delivery),
-                               (SELECT count(*) FROM destinations),
-                               (SELECT count(*) FROM wake),
-                               (SELECT token FROM hookgate_claims WHERE key = $1),
-                               (SELECT expires_ms FROM hookgate_claims WHERE key = $1)")
-.await?,
-                        &[
-                            &key,
-                            &DELIVERED.as_slice(),
-                            &key_expires,
-                            &now,
-                            &ms(new.received_ms),
-                            &new.route,
-                            &key_hex,
-                            &new.event,
-                            &new.target,
-                            &new.headers.as_ref(),
-                            &new.body.as_ref(),
-                            &new.destinations,
-                        ],
-                    )
-                    .await?;
-                Ok(match row.get::<_, Option<i64>>(0) {
-                    Some(id) => Enqueued::Queued(DeliveryId(id as u64)),
-                    None => match row.get::<_, Option<Vec<u8>>>(3) {
-                        Some(t) if t == DELIVERED => Enqueued::Duplicate,
-                        _ => Enqueued::InFlight {
-                            retry_after: Duration::from_millis(
-                                row.get::<_, Option<i64>>(4)
-                                    .map_or(1000, |u| u.saturating_sub(now).max(0) as u64),
-                            ),
-                        },
-                    },
-                })
+            .accepts
+            .accept(accept::Acceptance {
+                key: new.key.as_ref().map(|k| k.id.to_be_bytes().to_vec()),
+                key_hex: new.key.as_ref().map(DeliveryKey::hex),
+                key_expires: new
+                    .key
+                    .as_ref()
+                    .map_or(0, |k| now + ms(k.ttl.as_millis() as u64)),
+                now,
+                received_ms: ms(new.received_ms),
+                route: new.route,
+                event: new.event,
+                target: new.target,
+                headers: new.headers,
+                body: new.body,
+                destinations: new.destinations,
             })
             .await?;
         if matches!(outcome, Enqueued::Queued(_)) {
