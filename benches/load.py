@@ -213,7 +213,10 @@ routes:
     # (acceptance, vs the file store), on a database made for this run and dropped after it.
     PG = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432")
     pg_db = f"hookgate_load_{os.getpid()}"
-    subprocess.run(["psql", f"{PG}/postgres", "-qc", f"create database {pg_db}"], check=True)
+    # A database each: the two routes share a name, so on one database the queue route would
+    # answer the forward route's deliveries already_processed.
+    for suffix in ("fwd", "queue"):
+        subprocess.run(["psql", f"{PG}/postgres", "-qc", f"create database {pg_db}_{suffix}"], check=True)
     for name, source in (("hookgate-pg", config), ("hookgate-queue-pg", queue_config)):
         path = os.path.join(tmp, f"{name}.yaml")
         text = open(source).read()
@@ -222,7 +225,8 @@ routes:
         text = text.replace(f"127.0.0.1:{listen}", f"127.0.0.1:{ports[name]}")
         text = text.replace(f"127.0.0.1:{admin_port}", f"127.0.0.1:{ports['admin-' + name]}")
         text = re.sub(r"upgrade[-a-z]*\.sock", f"upgrade-{name}.sock", text)
-        text = re.sub(r"store: \{[^\n]*\}", f'store: {{ url: "{PG}/{pg_db}" }}', text)
+        database = f"{pg_db}_fwd" if source == config else f"{pg_db}_queue"
+        text = re.sub(r"store: \{[^\n]*\}", f'store: {{ url: "{PG}/{database}" }}', text)
         open(path, "w").write(text)
         sessions[name] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", path],
                                env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
@@ -400,6 +404,15 @@ handlers:
         ours = "hookgate-queue" if name == "qhook" else "hookgate-queue-pg"
         print(f"{ours} / {name} (same store kind): {med[ours][0] / med[name][0]:.1f}x req/s, "
               f"CPU per request {med[ours][3] / med[name][3]:.2f}x, p99 {med[ours][2] / med[name][2]:.2f}x")
+    # Drain rate: how fast one replica empties a backlog it was left with.
+    for admin, label in (("admin-queue", "file"), ("admin-hookgate-queue-pg", "postgres")):
+        start_backlog, t0 = queue_backlog(admin), time.time()
+        while queue_backlog(admin) > 0 and time.time() - t0 < 120:
+            time.sleep(0.5)
+        left, took = queue_backlog(admin), time.time() - t0
+        rate = (start_backlog - left) / took if took > 0 else 0
+        print(f"queue backlog on {label} after the last round: {start_backlog}; "
+              f"{left} left after {took:.1f} s ({rate:.0f} attempts/s drained by one replica)")
     # The senders' real pattern: a new TLS 1.3 connection per delivery (one ECDSA P-256
     # certificate for all, X25519), hookgate with every check against nginx (a plain TLS proxy)
     # and HAProxy (its checks), each on one thread.
@@ -419,15 +432,6 @@ handlers:
             print(f"{t:14s} {rps:10.0f} req/s  p99 {p99:7.2f} ms  cpu {cpu:6.1f} us/req  "
                   f"vs hookgate-tls cpu {cpu / tmed['hookgate-tls'][3]:.2f}x")
 
-    # Drain rate: how fast one replica empties a backlog it was left with.
-    for admin, label in (("admin-queue", "file"), ("admin-hookgate-queue-pg", "postgres")):
-        start_backlog, t0 = queue_backlog(admin), time.time()
-        while queue_backlog(admin) > 0 and time.time() - t0 < 120:
-            time.sleep(0.5)
-        left, took = queue_backlog(admin), time.time() - t0
-        rate = (start_backlog - left) / took if took > 0 else 0
-        print(f"queue backlog on {label} after the last round: {start_backlog}; "
-              f"{left} left after {took:.1f} s ({rate:.0f} attempts/s drained by one replica)")
     total_bad = sum(x[4] for x in results["hookgate"])
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()
     fwd = re.search(r'hookgate_requests_total\{outcome="forwarded",route="imggo"\} (\d+)', metrics)
@@ -438,10 +442,9 @@ handlers:
     print(f"hookgate RSS after the run: {rss / 1024:.1f} MiB")
 finally:
     stop_all()
-    subprocess.run(["psql", f"{os.environ.get('PG_URL', 'postgres://postgres@127.0.0.1:5432')}/postgres", "-qc",
-                    f"drop database if exists hookgate_load_{os.getpid()}"], check=False)
-    subprocess.run(["psql", f"{os.environ.get('PG_URL', 'postgres://postgres@127.0.0.1:5432')}/postgres", "-qc",
-                    f"drop database if exists hookgate_load_{os.getpid()}_qhook"], check=False)
+    for suffix in ("fwd", "queue", "qhook"):
+        subprocess.run(["psql", f"{os.environ.get('PG_URL', 'postgres://postgres@127.0.0.1:5432')}/postgres", "-qc",
+                        f"drop database if exists hookgate_load_{os.getpid()}_{suffix}"], check=False)
     # Best effort: drop the Redis keys this run left behind (they carry the run's prefix).
     subprocess.run(f"redis-cli --scan --pattern 'hookgate-load-{os.getpid()}:*' | xargs -r -n 1000 redis-cli del > /dev/null",
                    shell=True, check=False)

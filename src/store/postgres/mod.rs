@@ -56,6 +56,10 @@ fn token_bytes(t: ClaimToken) -> [u8; 16] {
 
 pub struct PostgresStore {
     pool: Pool,
+    /// The worker's bookkeeping (taking due attempts, recording their outcome, purging) commits
+    /// without waiting for the WAL flush: what a database crash loses of it is an attempt made
+    /// again, which at-least-once allows; acceptances and keys keep synchronous commits.
+    worker_pool: Pool,
     accepts: accept::GroupCommit,
     runtime: tokio::runtime::Handle,
     /// Migrations applied: operations may run.
@@ -74,13 +78,18 @@ impl PostgresStore {
             .parse()
             .map_err(|e| StoreError::Failed(format!("invalid Postgres URL: {e}")))?;
         let tls = tls_connector(verify)?;
-        let manager = Manager::from_config(
-            config.clone(),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = |config: tokio_postgres::Config| {
+            Manager::from_config(
+                config,
+                tls.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            )
+        };
+        let mut worker_config = config.clone();
+        worker_config.options("-c synchronous_commit=off");
+        let (manager, worker_manager) = (manager(config.clone()), manager(worker_config));
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("hookgate-postgres".into())
@@ -105,7 +114,7 @@ impl PostgresStore {
             .recv()
             .map_err(|_| StoreError::Failed("the Postgres thread ended".into()))?
             .map_err(|e| StoreError::Failed(format!("cannot start the Postgres runtime: {e}")))?;
-        let pool = {
+        let pool_of = |manager: Manager| {
             let _guard = runtime.enter();
             Pool::builder(manager)
                 .max_size(POOL_SIZE)
@@ -114,11 +123,13 @@ impl PostgresStore {
                 .create_timeout(Some(Duration::from_secs(2)))
                 .recycle_timeout(Some(Duration::from_secs(2)))
                 .build()
-                .map_err(|e| StoreError::Failed(format!("cannot build the Postgres pool: {e}")))?
+                .map_err(|e| StoreError::Failed(format!("cannot build the Postgres pool: {e}")))
         };
+        let (pool, worker_pool) = (pool_of(manager)?, pool_of(worker_manager)?);
         let store = Self {
             accepts: accept::GroupCommit::start(pool.clone(), &runtime),
             pool,
+            worker_pool,
             runtime,
             ready: Arc::new(AtomicBool::new(false)),
             changed: Arc::new(Notify::new()),
@@ -140,12 +151,31 @@ impl PostgresStore {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, tokio_postgres::Error>> + Send,
     {
+        self.run_on(&self.pool, work).await
+    }
+
+    /// `run` for the worker's bookkeeping, on connections that commit asynchronously.
+    async fn run_for_worker<R, F, Fut>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, tokio_postgres::Error>> + Send,
+    {
+        self.run_on(&self.worker_pool, work).await
+    }
+
+    async fn run_on<R, F, Fut>(&self, pool: &Pool, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, tokio_postgres::Error>> + Send,
+    {
         if !self.ready.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable(
                 "Postgres is not reachable yet (or its schema is being migrated)".into(),
             ));
         }
-        let pool = self.pool.clone();
+        let pool = pool.clone();
         let task = self.runtime.spawn(async move {
             tokio::time::timeout(OP_TIMEOUT, async move {
                 let client = pool.get().await.map_err(unavailable)?;
@@ -560,7 +590,7 @@ impl Queue for PostgresStore {
         let name = destination.clone();
         let held_until = ms(now_ms + lease.as_millis() as u64);
         let rows = self
-            .run(move |c| async move {
+            .run_for_worker(move |c| async move {
                 c.query(
                     &c.prepare_cached(
                         "WITH due AS (
@@ -629,7 +659,7 @@ impl Queue for PostgresStore {
             Some(Some(at)) => ("pending", Some(ms(at))),
             Some(None) => ("dead", None),
         };
-        self.run(move |mut c| async move {
+        self.run_for_worker(move |mut c| async move {
             let id = r.id.0 as i64;
             let txn = c.transaction().await?;
             // The delivery row's lock numbers attempts of concurrent destinations one by one.
@@ -699,7 +729,7 @@ impl Queue for PostgresStore {
 
     async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let now = ms(unix_ms(SystemTime::now()));
-        self.run(move |c| async move {
+        self.run_for_worker(move |c| async move {
             let deliveries = c
                 .execute(
                     &c.prepare_cached(
