@@ -161,6 +161,10 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if upgrade {
+        // Operators (and the tests) send the old process SIGQUIT once this is logged.
+        tracing::info!(socket = %config.upgrade_socket.display(), "waiting for the listening sockets of the running process");
+    }
     server.bootstrap();
 
     // One service per listener, each with its own `max_connections` and `threads`.

@@ -621,8 +621,21 @@ impl Gateway {
             .stderr(log)
             .stdin(Stdio::null());
         let new = cmd.spawn().unwrap();
-        // Give the new process time to reach the upgrade socket before the old one lets go.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The old one lets go once the new one waits on the upgrade socket (it binds the socket
+        // right after saying so; the old one retries for a few seconds if it is early).
+        let new_log = self.dir.path().join("gateway-new.log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&new_log)
+            .unwrap_or_default()
+            .contains("waiting for the listening sockets")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the new process never reached the upgrade socket"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         Command::new("kill")
             .args(["-QUIT", &self.child.id().to_string()])
             .status()
