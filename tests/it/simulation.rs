@@ -372,7 +372,9 @@ async fn promise_holds_when_redis_restarts_mid_run() {
     // empty replica. Deliveries in flight meanwhile get 503 and are retried.
     let stopped_at = Instant::now();
     redis.stop();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Longer than the store's 2 s connection timeout, so requests meet the outage rather than
+    // wait it out in a reconnect.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let _redis = PrivateRedis::start_on(port);
     let sender = senders.await.unwrap();
     // The restart forgets every key, but a sender stops at its first 2xx and the gateway relays
