@@ -63,7 +63,7 @@ fn url_of(scheme: &str) -> String {
     format!("https://hooks.example.com/p/{scheme}")
 }
 
-fn route(scheme: &str, secret: &str) -> String {
+fn route(scheme: &str, secret: &str, upstream: &str) -> String {
     let mut extra = String::new();
     if matches!(scheme, "square" | "twilio") {
         extra.push_str(&format!(", public_url: \"{}\"", url_of(scheme)));
@@ -72,18 +72,20 @@ fn route(scheme: &str, secret: &str) -> String {
         extra.push_str(", handshake: true");
     }
     format!(
-        "  - name: {scheme}\n    path: /p/{scheme}\n    upstream: \"UP\"\n    https_only: false\n    signature: {{ scheme: {scheme}, secrets: [\"{secret}\"]{extra} }}\n"
+        "  - name: {scheme}\n    path: /p/{scheme}\n    upstream: \"{upstream}\"\n    https_only: false\n    signature: {{ scheme: {scheme}, secrets: [\"{secret}\"]{extra} }}\n"
     )
 }
 
 async fn gateway(up: &Upstream, k: &Keys) -> Gateway {
+    // The upstream goes in as it is: a placeholder replaced afterwards would also hit the random
+    // base64 of a key that happens to contain it.
     let mut routes = String::from("routes:\n");
     for s in HMAC_PRESETS.iter().chain(&["slack", "mailgun"]) {
-        routes.push_str(&route(s, SECRET));
+        routes.push_str(&route(s, SECRET, &up.url()));
     }
-    routes.push_str(&route("discord", &k.discord_public));
-    routes.push_str(&route("sendgrid", &k.sendgrid_public));
-    Gateway::start(&routes.replace("UP", &up.url())).await
+    routes.push_str(&route("discord", &k.discord_public, &up.url()));
+    routes.push_str(&route("sendgrid", &k.sendgrid_public, &up.url()));
+    Gateway::start(&routes).await
 }
 
 fn now() -> u64 {
