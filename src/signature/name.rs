@@ -151,6 +151,11 @@ mod tests {
             assert_eq!(SchemeName::parse(name.as_str()), Some(name));
             assert_eq!(name.to_string(), name.as_str());
         }
+        for name in SchemeName::ALL {
+            if let Some(provider) = name.provider() {
+                assert_eq!(provider.name(), name.as_str());
+            }
+        }
         assert_eq!(SchemeName::parse("md5"), None);
         assert_eq!(SchemeName::parse("Stripe"), None);
     }

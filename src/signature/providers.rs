@@ -4,8 +4,8 @@
 
 use super::mac::{matches_any, tags, Algorithm, KeyedMac};
 use super::{
-    header, parse_timestamp, unix_seconds, within_tolerance, Handshake, Scheme, SignatureError,
-    MAX_SIGNATURES,
+    header, parse_timestamp, unix_seconds, within_tolerance, Handshake, Scheme, SchemeName,
+    SignatureError, MAX_SIGNATURES,
 };
 use base64::Engine;
 use http::HeaderMap;
@@ -37,19 +37,12 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// The scheme name a config gives this provider (the one list of names is `SchemeName`).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::PagerDuty => "pagerduty",
-            Self::Paddle => "paddle",
-            Self::Calendly => "calendly",
-            Self::Zoom => "zoom",
-            Self::Twitch => "twitch",
-            Self::Linear => "linear",
-            Self::Square => "square",
-            Self::Twilio => "twilio",
-            Self::Mailgun => "mailgun",
-            Self::GitLab => "gitlab",
-        }
+        SchemeName::ALL
+            .into_iter()
+            .find(|n| n.provider() == Some(self))
+            .map_or("provider", SchemeName::as_str)
     }
 
     /// Whether the provider signs a timestamp the gateway checks against `tolerance`.

@@ -144,6 +144,17 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Operations run only once the schema is migrated.
+    fn ensure_ready(&self) -> Result<(), StoreError> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "Postgres is not reachable yet (or its schema is being migrated)".into(),
+            ))
+        }
+    }
+
     /// Runs `work` with a pooled connection on the store's runtime, within `OP_TIMEOUT`.
     async fn run<R, F, Fut>(&self, work: F) -> Result<R, StoreError>
     where
@@ -170,11 +181,7 @@ impl PostgresStore {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, tokio_postgres::Error>> + Send,
     {
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(StoreError::Unavailable(
-                "Postgres is not reachable yet (or its schema is being migrated)".into(),
-            ));
-        }
+        self.ensure_ready()?;
         let pool = pool.clone();
         let task = self.runtime.spawn(async move {
             tokio::time::timeout(OP_TIMEOUT, async move {
@@ -546,11 +553,7 @@ impl Queue for PostgresStore {
         if self.open_count(&new.route).await? >= ms(new.max_queued) {
             return Ok(Enqueued::Full);
         }
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(StoreError::Unavailable(
-                "Postgres is not reachable yet (or its schema is being migrated)".into(),
-            ));
-        }
+        self.ensure_ready()?;
         let now = ms(unix_ms(SystemTime::now()));
         let route = new.route.clone();
         let outcome = self
