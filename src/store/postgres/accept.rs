@@ -14,6 +14,7 @@ use deadpool_postgres::Pool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 /// Acceptances one commit holds at most.
@@ -136,18 +137,49 @@ async fn writer(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<Waiting>>>) {
 }
 
 /// Writes `group` in one transaction, its statements pipelined; the outcomes once committed.
+///
+/// Two writers' groups may hold the same keys. Each group claims its keys in key order, so that
+/// neither can wait on the other in a cycle; a deadlock with another statement (the purge) or a
+/// serialization failure aborts the whole transaction, which is then written again.
 async fn commit(pool: &Pool, group: &[Acceptance]) -> Result<Vec<Enqueued>, StoreError> {
     let mut client = pool.get().await.map_err(unavailable)?;
-    let txn = client.transaction().await.map_err(unavailable)?;
-    let statement = txn.prepare_cached(ACCEPT).await.map_err(unavailable)?;
-    let bytes: Vec<(&[u8], &[u8])> = group
+    let mut order: Vec<usize> = (0..group.len()).collect();
+    order.sort_by(|&x, &y| group[x].key.cmp(&group[y].key));
+    let mut tries = 1;
+    loop {
+        match write(&mut client, group, &order).await {
+            Err(e) if tries < MAX_TRIES && is_transient(&e) => tries += 1,
+            outcome => return outcome.map_err(unavailable),
+        }
+    }
+}
+
+/// Tries of one group that meets a deadlock or serialization failure.
+const MAX_TRIES: u32 = 3;
+
+fn is_transient(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+/// One transaction holding `group`, its statements issued in `order`.
+async fn write(
+    client: &mut deadpool_postgres::Client,
+    group: &[Acceptance],
+    order: &[usize],
+) -> Result<Vec<Enqueued>, tokio_postgres::Error> {
+    let txn = client.transaction().await?;
+    let statement = txn.prepare_cached(ACCEPT).await?;
+    let bytes: Vec<(&[u8], &[u8])> = order
         .iter()
-        .map(|a| (a.headers.as_ref(), a.body.as_ref()))
+        .map(|&i| (group[i].headers.as_ref(), group[i].body.as_ref()))
         .collect();
-    let params: Vec<[&(dyn ToSql + Sync); 12]> = group
+    let params: Vec<[&(dyn ToSql + Sync); 12]> = order
         .iter()
         .zip(&bytes)
-        .map(|(a, (headers, body))| -> [&(dyn ToSql + Sync); 12] {
+        .map(|(&i, (headers, body))| -> [&(dyn ToSql + Sync); 12] {
+            let a = &group[i];
             [
                 &a.key,
                 &DELIVERED_SLICE,
@@ -169,25 +201,31 @@ async fn commit(pool: &Pool, group: &[Acceptance]) -> Result<Vec<Enqueued>, Stor
             .iter()
             .map(|p| txn.query_one(&statement, p.as_slice())),
     )
-    .await
-    .map_err(unavailable)?;
-    txn.commit().await.map_err(unavailable)?;
-    Ok(group
+    .await?;
+    txn.commit().await?;
+    let mut outcomes: Vec<(usize, Enqueued)> = order
         .iter()
         .zip(rows)
-        .map(|(a, row)| match row.get::<_, Option<i64>>(0) {
-            Some(id) => Enqueued::Queued(DeliveryId(id as u64)),
-            None => match row.get::<_, Option<Vec<u8>>>(3) {
-                Some(t) if t == DELIVERED => Enqueued::Duplicate,
-                _ => Enqueued::InFlight {
-                    retry_after: Duration::from_millis(
-                        row.get::<_, Option<i64>>(4)
-                            .map_or(1000, |u| u.saturating_sub(a.now).max(0) as u64),
-                    ),
-                },
+        .map(|(&i, row)| (i, outcome(&group[i], &row)))
+        .collect();
+    outcomes.sort_by_key(|(i, _)| *i);
+    Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+}
+
+/// What one statement's row says happened to its acceptance.
+fn outcome(a: &Acceptance, row: &tokio_postgres::Row) -> Enqueued {
+    match row.get::<_, Option<i64>>(0) {
+        Some(id) => Enqueued::Queued(DeliveryId(id as u64)),
+        None => match row.get::<_, Option<Vec<u8>>>(3) {
+            Some(t) if t == DELIVERED => Enqueued::Duplicate,
+            _ => Enqueued::InFlight {
+                retry_after: Duration::from_millis(
+                    row.get::<_, Option<i64>>(4)
+                        .map_or(1000, |u| u.saturating_sub(a.now).max(0) as u64),
+                ),
             },
-        })
-        .collect())
+        },
+    }
 }
 
 /// The token a delivered key holds, as the statement's `$2`.
