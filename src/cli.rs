@@ -86,7 +86,8 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Run { .. });
-    logging::init(cli.log_format, serving);
+    // Held until the command returns, so that every buffered log line is written before exit.
+    let _log = logging::init(cli.log_format, serving);
     match cli.command {
         Command::Run { config, upgrade } => match load(&config) {
             Ok(c) => match crate::server::run(c, upgrade) {

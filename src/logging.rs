@@ -6,7 +6,10 @@
 //! through serde and formats every `%`-field into its own `String` first.
 
 use std::fmt::{self, Write as _};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 use std::time::SystemTime;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -22,9 +25,11 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Installs the global subscriber. `to_stdout` is for `run`; the other commands keep stdout for
-/// their own output and log to stderr.
-pub fn init(format: Option<LogFormat>, to_stdout: bool) {
+/// Installs the global subscriber. `to_stdout` is for `run`: its lines (one per request) go into
+/// a [`LineBuffer`] that a log thread writes out, so a request's thread makes no `write` call of
+/// its own; the returned guard writes out what is left when dropped. The other commands keep
+/// stdout for their own output and log to stderr directly.
+pub fn init(format: Option<LogFormat>, to_stdout: bool) -> Option<LogFlusher> {
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         LogFormat::Pretty
     } else {
@@ -32,19 +37,28 @@ pub fn init(format: Option<LogFormat>, to_stdout: bool) {
     });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let dispatch: tracing::Dispatch = match (format, to_stdout) {
-        (LogFormat::Json, true) => builder
-            .event_format(JsonLines)
-            .with_writer(std::io::stdout)
-            .finish()
-            .into(),
-        (LogFormat::Json, false) => builder
-            .event_format(JsonLines)
-            .with_writer(std::io::stderr)
-            .finish()
-            .into(),
-        (LogFormat::Pretty, true) => builder.with_writer(std::io::stdout).finish().into(),
-        (LogFormat::Pretty, false) => builder.with_writer(std::io::stderr).finish().into(),
+    let (dispatch, flusher): (tracing::Dispatch, _) = if to_stdout {
+        let buffer = LineBuffer::global();
+        let flusher = LogFlusher::start(buffer);
+        let dispatch = match format {
+            LogFormat::Json => builder
+                .event_format(JsonLines)
+                .with_writer(move || buffer)
+                .finish()
+                .into(),
+            LogFormat::Pretty => builder.with_writer(move || buffer).finish().into(),
+        };
+        (dispatch, flusher)
+    } else {
+        let dispatch = match format {
+            LogFormat::Json => builder
+                .event_format(JsonLines)
+                .with_writer(std::io::stderr)
+                .finish()
+                .into(),
+            LogFormat::Pretty => builder.with_writer(std::io::stderr).finish().into(),
+        };
+        (dispatch, None)
     };
     if tracing::dispatcher::set_global_default(dispatch).is_ok()
         && log::set_boxed_logger(Box::new(PingoraLog(tracing_log::LogTracer::new()))).is_ok()
@@ -52,6 +66,112 @@ pub fn init(format: Option<LogFormat>, to_stdout: bool) {
         let level = tracing::level_filters::LevelFilter::current()
             .max(tracing::level_filters::LevelFilter::ERROR);
         log::set_max_level(tracing_log::AsLog::as_log(&level));
+    }
+    flusher
+}
+
+/// How often the log thread writes out the buffered lines (as nginx's `access_log ... flush=`).
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+
+/// Buffered bytes at most. When stdout stalls (a stuck log pipe) and the buffer is full, lines are
+/// dropped and counted rather than stalling the requests that log them.
+const BUFFER_BYTES: usize = 4 << 20;
+
+/// The lines of `run` not written yet. One lock per line, held for a copy; the log thread swaps
+/// the whole buffer out and writes it with one call.
+pub struct LineBuffer {
+    lines: Mutex<Vec<u8>>,
+    dropped: AtomicU64,
+}
+
+static BUFFER: LineBuffer = LineBuffer {
+    lines: Mutex::new(Vec::new()),
+    dropped: AtomicU64::new(0),
+};
+
+impl LineBuffer {
+    fn global() -> &'static LineBuffer {
+        &BUFFER
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *lines, Vec::with_capacity(64 << 10))
+    }
+}
+
+/// Log lines dropped so far because the buffer was full.
+pub fn dropped_lines() -> u64 {
+    BUFFER.dropped.load(Ordering::Relaxed)
+}
+
+impl std::io::Write for &'static LineBuffer {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() + line.len() > BUFFER_BYTES {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            lines.extend_from_slice(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log thread. Dropping it writes out what is buffered and stops the thread.
+pub struct LogFlusher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogFlusher {
+    fn start(buffer: &'static LineBuffer) -> Option<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("hookgate-log".into())
+            .spawn(move || {
+                let (stopped, wake) = &*stopping;
+                let mut stopped = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let done = *stopped;
+                    drop(stopped);
+                    let lines = buffer.take();
+                    if !lines.is_empty() {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&lines).and_then(|()| out.flush());
+                    }
+                    if done {
+                        return;
+                    }
+                    stopped = stopping.0.lock().unwrap_or_else(|p| p.into_inner());
+                    if !*stopped {
+                        stopped = wake
+                            .wait_timeout(stopped, FLUSH_EVERY)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LogFlusher {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub delivery_lag: HistogramVec,
     pub bad_requests: prometheus::IntCounter,
     pub tls_handshake_failures: prometheus::IntCounter,
+    /// Follows the log thread's own count, brought up to date when rendered.
+    log_lines_dropped: prometheus::IntCounter,
     /// `store_duration` per `StoreOp`, looked up once.
     store_ops: [Histogram; 4],
 }
@@ -193,7 +195,16 @@ impl Metrics {
         registry
             .register(Box::new(tls_handshake_failures.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
+        let log_lines_dropped = prometheus::IntCounter::new(
+            "hookgate_log_lines_dropped_total",
+            "Log lines dropped because the log thread's buffer was full (stdout stalled).",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(log_lines_dropped.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         Self {
+            log_lines_dropped,
             store_ops,
             registry,
             requests,
@@ -223,6 +234,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        let dropped = crate::logging::dropped_lines();
+        self.log_lines_dropped
+            .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out

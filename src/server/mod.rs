@@ -277,5 +277,9 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         store = runtime.store.kind(),
         "hookgate serving"
     );
-    server.run_forever()
+    // `run` returns once every service stopped (where `run_forever` exits the process), so the
+    // caller can write out what is left of the log before the process ends.
+    server.run(pingora_core::server::RunArgs::default());
+    tracing::info!("hookgate stopped");
+    Ok(())
 }

@@ -315,7 +315,10 @@ async fn a_secret_may_come_from_a_file_and_is_reread_on_reload() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!gw.log().contains("rotated"), "a secret was logged");
+    assert!(
+        !gw.settled_log().await.contains("rotated"),
+        "a secret was logged"
+    );
 }
 
 #[tokio::test]
@@ -442,7 +445,7 @@ async fn failed_tls_handshakes_free_their_slot_are_counted_and_logged_quietly() 
         .await;
     assert_eq!(failures, 5.0);
     // Counted, not shouted: no ERROR line about them in the log.
-    let log = gw.log();
+    let log = gw.settled_log().await;
     assert!(
         !log.lines()
             .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("handshake")),

@@ -646,8 +646,34 @@ impl Gateway {
         })
     }
 
+    /// What the gateway has written to its log so far. It writes its lines out every 20 ms:
+    /// a line logged a moment ago may not be there yet (see [`Gateway::settled_log`]).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// The log once every line logged before this call is in it: a request with a fresh id
+    /// goes to a path no route serves, and lines are written in order, so the log is read once
+    /// that request's line is there.
+    pub async fn settled_log(&self) -> String {
+        let marker = format!("settled-{:016x}", rand_u64());
+        let _ = client()
+            .get(self.http_url("/hookgate-test-settled"))
+            .header("X-Request-Id", &marker)
+            .send()
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(&marker) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {marker}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -174,7 +174,7 @@ async fn keys_the_memory_store_forgets_early_are_counted() {
         "{evicted} early evictions counted of 150+"
     );
     assert!(
-        gw.log().contains("store.max_keys"),
+        gw.settled_log().await.contains("store.max_keys"),
         "the eviction is logged"
     );
 }

@@ -80,7 +80,7 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(send("rotated-secret", "r5").await, 200);
-    assert!(gw.log().contains("config reload refused"));
+    assert!(gw.settled_log().await.contains("config reload refused"));
 }
 
 #[test]

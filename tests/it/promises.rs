@@ -324,7 +324,9 @@ async fn a_request_without_an_id_gets_one_and_the_app_sees_it() {
         .expect("the app gets an X-Request-Id");
     assert!(id.len() >= 16, "{id}");
     assert!(
-        gw.log().contains(&format!("\"request_id\":\"{id}\"")),
+        gw.settled_log()
+            .await
+            .contains(&format!("\"request_id\":\"{id}\"")),
         "the request's log event carries the same id"
     );
 }
@@ -362,6 +364,17 @@ async fn sigterm_lets_an_in_flight_delivery_finish_within_the_grace_period() {
         stopped.elapsed()
     );
     assert_eq!(up.count(), 1);
+    // The gateway writes its log lines out every 20 ms; what it logged while stopping (the
+    // in-flight delivery's line, and its last line, logged just before it exits) is written
+    // before the process ends.
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"target\":\"hookgate::request\"")
+                && l.contains("\"outcome\":\"forwarded\"")),
+        "{log}"
+    );
+    assert!(log.contains("hookgate stopped"), "{log}");
 }
 
 /// Starts `hookgate run` with `args` and `env` in `cwd` on a one-route config, sends one
