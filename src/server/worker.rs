@@ -41,10 +41,17 @@ pub struct Worker {
     pub grace_period: Duration,
 }
 
-/// One destination's room: attempts in flight, and its rate's token bucket.
+/// Attempts of one destination whose outcome waits to be recorded, at most, per `max_in_flight`.
+/// An attempt frees its place at the app once the app answered; its record follows. This bounds
+/// what waits for the store when the app is faster than the store's commits.
+const UNRECORDED_PER_IN_FLIGHT: usize = 4;
+
+/// One destination's room: attempts at the app, attempts not yet recorded, and its rate's token
+/// bucket.
 #[derive(Default)]
 struct Room {
     in_flight: AtomicUsize,
+    unrecorded: AtomicUsize,
     tokens: Mutex<Option<(f64, Instant)>>,
 }
 
@@ -53,7 +60,11 @@ impl Room {
     fn available(&self, policy: &DeliveryPolicy) -> (usize, Option<Duration>) {
         let free = policy
             .max_in_flight
-            .saturating_sub(self.in_flight.load(Ordering::Acquire));
+            .saturating_sub(self.in_flight.load(Ordering::Acquire))
+            .min(
+                (policy.max_in_flight * UNRECORDED_PER_IN_FLIGHT)
+                    .saturating_sub(self.unrecorded.load(Ordering::Acquire)),
+            );
         let Some(rate) = policy.rate else {
             return (free, None);
         };
@@ -79,6 +90,7 @@ impl Room {
             }
         }
         self.in_flight.fetch_add(n, Ordering::AcqRel);
+        self.unrecorded.fetch_add(n, Ordering::AcqRel);
     }
 }
 
@@ -226,11 +238,15 @@ struct Attempt {
 impl Attempt {
     async fn run(self, a: DueAttempt) {
         let result = self.deliver(&a).await;
+        // The app answered: its place there is free while the outcome is recorded. The store
+        // holds the attempt (taken, not due) until its record commits.
+        self.room.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.finished.notify_one();
         if let Err(e) = self.queue.record(result).await {
             // Not recorded: the attempt is due again when its lease runs out.
             tracing::error!(route = %self.route.name, destination = %a.destination, delivery_id = %a.id, error = %e, "cannot record a queue attempt");
         }
-        self.room.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.room.unrecorded.fetch_sub(1, Ordering::AcqRel);
         self.finished.notify_one();
     }
 
