@@ -13,7 +13,6 @@ from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 admin, token, delivery_id, screenshot = sys.argv[1:5]
@@ -36,10 +35,24 @@ try:
     Select(driver.find_element(By.ID, "state")).select_by_visible_text("dead")
     driver.find_element(By.ID, "apply").click()
 
-    row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'tr[data-id="{delivery_id}"]')))
-    assert "dead" in row.text, row.text
+    # The token's change and the filter each reload the list: a row found in one rendering may
+    # be replaced by the next, so it is looked up again until it holds still.
+    def dead_row(d):
+        try:
+            row = d.find_element(By.CSS_SELECTOR, f'tr[data-id="{delivery_id}"]')
+            return row if "dead" in row.text else False
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
     # Keyboard: focus the row and press Enter to open it.
-    row.send_keys(Keys.ENTER)
+    for _ in range(50):
+        try:
+            wait.until(dead_row).send_keys(Keys.ENTER)
+            break
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("the dead delivery's row never held still")
     wait.until(lambda d: delivery_id in d.find_element(By.ID, "detail").text)
     attempts = driver.find_elements(By.CSS_SELECTOR, "#attempts tr")
     assert len(attempts) >= 3, f"{len(attempts) - 1} attempts shown"  # header row + 2 attempts
