@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Row};
 
 /// The NOTIFY channel acceptances and retries signal on.
@@ -547,6 +548,24 @@ async fn summaries(
         .collect())
 }
 
+/// The statements of [`Queue::record`], in the order they run. The delivery row's lock (taken
+/// by the first) numbers the attempts of concurrent destinations one by one, and the last sees
+/// the other destinations' states as their records committed.
+const COUNT_ATTEMPT: &str =
+    "UPDATE hookgate_deliveries SET attempts_recorded = attempts_recorded + 1 WHERE id = $1";
+const INSERT_ATTEMPT: &str = "INSERT INTO hookgate_attempts
+        (delivery_id, n, destination, started_ms, duration_ms, status, error)
+    SELECT $1, attempts_recorded, $2, $3, $4, $5, $6 FROM hookgate_deliveries WHERE id = $1";
+/// Only the attempt in progress moves the state: a retry by hand may have superseded it.
+const UPDATE_DESTINATION: &str =
+    "UPDATE hookgate_destinations SET last_status = $3, last_error = $4,
+        state = CASE WHEN state = 'pending' AND attempts = $5 THEN $6 ELSE state END,
+        due_ms = CASE WHEN state = 'pending' AND attempts = $5 THEN $7 ELSE due_ms END
+    WHERE delivery_id = $1 AND name = $2";
+const FINISH_DELIVERY: &str = "UPDATE hookgate_deliveries SET finished_ms = $2
+    WHERE id = $1 AND finished_ms IS NULL AND NOT EXISTS (
+        SELECT 1 FROM hookgate_destinations WHERE delivery_id = $1 AND state = 'pending')";
+
 #[async_trait]
 impl Queue for PostgresStore {
     async fn enqueue(&self, new: NewDelivery) -> Result<Enqueued, StoreError> {
@@ -664,67 +683,36 @@ impl Queue for PostgresStore {
         };
         self.run_for_worker(move |mut c| async move {
             let id = r.id.0 as i64;
-            let txn = c.transaction().await?;
-            // The delivery row's lock numbers attempts of concurrent destinations one by one.
-            let Some(row) = txn
-                .query_opt(
-                    &txn.prepare_cached(
-                    "UPDATE hookgate_deliveries SET attempts_recorded = attempts_recorded + 1
-                     WHERE id = $1 RETURNING attempts_recorded")
-.await?,
-                    &[&id],
-                )
-                .await?
-            else {
-                return Ok(());
-            };
-            let n: i32 = row.get(0);
             let status = r.status.map(i32::from);
-            txn.execute(
-                &txn.prepare_cached(
-                "INSERT INTO hookgate_attempts
-                    (delivery_id, n, destination, started_ms, duration_ms, status, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)")
-.await?,
-                &[
-                    &id,
-                    &n,
-                    &r.destination,
-                    &ms(r.started_ms),
-                    &ms(r.duration_ms),
-                    &status,
-                    &r.error,
-                ],
-            )
-            .await?;
-            // Only the attempt in progress moves the state: a retry by hand may have superseded it.
-            txn.execute(
-                &txn.prepare_cached(
-                "UPDATE hookgate_destinations SET last_status = $3, last_error = $4,
-                    state = CASE WHEN state = 'pending' AND attempts = $5 THEN $6 ELSE state END,
-                    due_ms = CASE WHEN state = 'pending' AND attempts = $5 THEN $7 ELSE due_ms END
-                 WHERE delivery_id = $1 AND name = $2")
-.await?,
-                &[
-                    &id,
-                    &r.destination,
-                    &status,
-                    &r.error,
-                    &(r.attempt as i32),
-                    &state,
-                    &due,
-                ],
-            )
-            .await?;
-            txn.execute(
-                &txn.prepare_cached(
-                "UPDATE hookgate_deliveries SET finished_ms = $2
-                 WHERE id = $1 AND finished_ms IS NULL AND NOT EXISTS (
-                    SELECT 1 FROM hookgate_destinations WHERE delivery_id = $1 AND state = 'pending')")
-.await?,
-                &[&id, &now],
-            )
-            .await?;
+            let txn = c.transaction().await?;
+            let (count, insert, update, finish) = futures_util::try_join!(
+                txn.prepare_cached(COUNT_ATTEMPT),
+                txn.prepare_cached(INSERT_ATTEMPT),
+                txn.prepare_cached(UPDATE_DESTINATION),
+                txn.prepare_cached(FINISH_DELIVERY),
+            )?;
+            let (started, took, attempt) = (ms(r.started_ms), ms(r.duration_ms), r.attempt as i32);
+            let count_params: [&(dyn ToSql + Sync); 1] = [&id];
+            let insert_params: [&(dyn ToSql + Sync); 6] =
+                [&id, &r.destination, &started, &took, &status, &r.error];
+            let update_params: [&(dyn ToSql + Sync); 7] = [
+                &id,
+                &r.destination,
+                &status,
+                &r.error,
+                &attempt,
+                &state,
+                &due,
+            ];
+            let finish_params: [&(dyn ToSql + Sync); 2] = [&id, &now];
+            // The four statements go out together (one round trip); Postgres runs them in order,
+            // each seeing the ones before it.
+            futures_util::try_join!(
+                txn.execute(&count, &count_params),
+                txn.execute(&insert, &insert_params),
+                txn.execute(&update, &update_params),
+                txn.execute(&finish, &finish_params),
+            )?;
             txn.commit().await
         })
         .await
