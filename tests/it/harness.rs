@@ -609,6 +609,20 @@ impl Gateway {
         }
     }
 
+    /// The upgraded (new) process's log once it holds `needle` (its lines are written out every
+    /// 20 ms), or whatever it holds after 10 s.
+    pub async fn upgraded_log_containing(&self, needle: &str) -> String {
+        let path = self.dir.path().join("gateway-new.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains(needle) || Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Starts a second hookgate on the same config with `--upgrade` (it waits for the listening
     /// sockets on the upgrade socket), then tells this one to hand them over (SIGQUIT).
     /// Returns when the old process has handed over and exited.

@@ -253,7 +253,7 @@ async fn graceful_upgrade_refuses_nothing() {
             .status(),
         200
     );
-    let new_log = std::fs::read_to_string(gw.dir.path().join("gateway-new.log")).unwrap();
+    let new_log = gw.upgraded_log_containing("hookgate::request").await;
     assert!(
         new_log.contains("hookgate::request"),
         "the new process served nothing:\n{new_log}"

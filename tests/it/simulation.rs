@@ -345,8 +345,7 @@ async fn promise_holds_across_a_graceful_upgrade() {
     // ...and the new process serves once the old one is gone (whatever the flaky app answers).
     let after = delivery("job.completed", "after-upgrade");
     let _ = post_signed(&gw.http_url("/webhooks/imggo"), &after).await;
-    let new_log =
-        std::fs::read_to_string(gw.dir.path().join("gateway-new.log")).unwrap_or_default();
+    let new_log = gw.upgraded_log_containing("\"message\":\"request\"").await;
     assert!(
         new_log.contains("\"message\":\"request\""),
         "the new process served nothing:\n{new_log}"
