@@ -9,8 +9,6 @@ use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -36,14 +34,8 @@ return 0
 ";
 
 pub struct RedisStore {
-    /// Set once the first connection succeeds; until then every operation is unavailable. It
-    /// serves threads that have no connection of their own (yet).
+    /// Set once the first connection succeeds; until then every operation is unavailable.
     conn: Arc<OnceLock<ConnectionManager>>,
-    /// What a thread's own connection is made from.
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    /// Tells this store's connections from another store's in a thread's [`LOCAL`].
-    id: u64,
     prefix: String,
     claim: Script,
     complete: Script,
@@ -52,22 +44,6 @@ pub struct RedisStore {
 
 /// How often a store that was down at start is tried again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
-
-/// A thread's own connection to a store, made on the runtime of the thread that uses it: its
-/// commands are written and their answers read on that thread, with no hand-over to the shared
-/// connection's thread and back (two thread wake-ups per command, ~30 µs of CPU per delivery).
-enum Local {
-    Connecting,
-    Ready(ConnectionManager),
-    /// Could not connect at this moment: the shared connection serves until it is tried again.
-    Failed(std::time::Instant),
-}
-
-thread_local! {
-    static LOCAL: RefCell<Vec<(u64, Local)>> = const { RefCell::new(Vec::new()) };
-}
-
-static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
 
 impl RedisStore {
     /// Connects on a runtime of its own that lives as long as the process, so the connection's
@@ -78,8 +54,11 @@ impl RedisStore {
     pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
-        let (own_client, own_config) = (client.clone(), config_for_connections());
-        let config = config_for_connections();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1)
+            .set_max_delay(500);
         let conn = Arc::new(OnceLock::new());
         let (first_try, tried) = std::sync::mpsc::channel();
         let slot = conn.clone();
@@ -122,9 +101,6 @@ impl RedisStore {
         let _ = tried.recv();
         Ok(Self {
             conn,
-            client: own_client,
-            config: own_config,
-            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             prefix: prefix.to_string(),
             claim: Script::new(CLAIM),
             complete: Script::new(COMPLETE),
@@ -132,60 +108,39 @@ impl RedisStore {
         })
     }
 
-    /// This thread's own connection, made the first time the thread asks. Until it is made
-    /// (or when it cannot be), the shared one serves; before Redis ever answered, nothing does.
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let shared = self
-            .conn
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        self.conn
             .get()
             .cloned()
-            .ok_or_else(|| StoreError::Unavailable("not connected to Redis yet".into()))?;
-        let connect = LOCAL.with_borrow_mut(|locals| {
-            match locals.iter_mut().find(|(id, _)| *id == self.id) {
-                Some((_, Local::Ready(c))) => Err(c.clone()),
-                Some((_, Local::Connecting)) => Ok(false),
-                Some((_, Local::Failed(at))) if at.elapsed() < RECONNECT_EVERY => Ok(false),
-                Some((_, state)) => {
-                    *state = Local::Connecting;
-                    Ok(true)
-                }
-                None => {
-                    locals.push((self.id, Local::Connecting));
-                    Ok(true)
-                }
-            }
-        });
-        match connect {
-            Err(own) => Ok(own),
-            Ok(false) => Ok(shared),
-            Ok(true) => {
-                let made =
-                    ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
-                        .await;
-                LOCAL.with_borrow_mut(|locals| {
-                    locals.retain(|(id, _)| *id != self.id);
-                    let state = match &made {
-                        Ok(own) => Local::Ready(own.clone()),
-                        Err(_) => Local::Failed(std::time::Instant::now()),
-                    };
-                    locals.push((self.id, state));
-                });
-                Ok(made.unwrap_or(shared))
-            }
-        }
+            .ok_or_else(|| StoreError::Unavailable("not connected to Redis yet".into()))
     }
 
     fn redis_key(&self, key: &DeliveryKey) -> String {
         format!("{}:{}:{}", self.prefix, key.scope, key.hex())
     }
-}
 
-fn config_for_connections() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(2))
-        .set_number_of_retries(1)
-        .set_max_delay(500)
+    /// Runs an owner-checked script that may safely run twice (complete, release). The
+    /// connection finds out that Redis went away (a restart between the claim and its
+    /// complete) only when it is next used: that command fails and the connection is made
+    /// again. One failed complete would leave a delivered key claimed until its lease ran out,
+    /// so it is sent once more instead.
+    async fn invoke_once_more_if_dropped(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connection()?;
+        let first: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
+        match first {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::Unavailable(e.to_string())),
+            other => other
+                .map(|_| ())
+                .map_err(|e| StoreError::Unavailable(e.to_string())),
+        }
+    }
 }
 
 fn claim_value(token: ClaimToken) -> String {
@@ -200,7 +155,7 @@ fn millis(d: Duration) -> u64 {
 impl Store for RedisStore {
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection()?;
         let (state, pttl): (String, i64) = self
             .claim
             .key(self.redis_key(key))
@@ -224,32 +179,19 @@ impl Store for RedisStore {
         token: ClaimToken,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let mut conn = self.connection().await?;
-        let _: i64 = self
-            .complete
-            .key(self.redis_key(key))
-            .arg(claim_value(token))
-            .arg(millis(ttl))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(())
+        let mut invocation = self.complete.key(self.redis_key(key));
+        invocation.arg(claim_value(token)).arg(millis(ttl));
+        self.invoke_once_more_if_dropped(&invocation).await
     }
 
     async fn release(&self, key: &DeliveryKey, token: ClaimToken) -> Result<(), StoreError> {
-        let mut conn = self.connection().await?;
-        let _: i64 = self
-            .release
-            .key(self.redis_key(key))
-            .arg(claim_value(token))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(())
+        let mut invocation = self.release.key(self.redis_key(key));
+        invocation.arg(claim_value(token));
+        self.invoke_once_more_if_dropped(&invocation).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection()?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
