@@ -356,12 +356,12 @@ handlers:
 
     def wait_drained(pending, limit=120):
         """Waits until `pending()` is 0 (at most `limit` s); returns (backlog at start, left, s)."""
-        start, t0 = pending(), time.time()
-        left = start
+        backlog, t0 = pending(), time.time()
+        left = backlog
         while left > 0 and time.time() - t0 < limit:
             time.sleep(0.5)
             left = pending()
-        return start, left, time.time() - t0
+        return backlog, left, time.time() - t0
 
     results = {t: [] for t in targets}
 
@@ -394,9 +394,9 @@ handlers:
             elif name == "hookgate-queue-pg":
                 # Its worker drains the backlog with Postgres's CPU: wait for it here, so that
                 # the drain does not load the next target's round.
-                start, left, took = wait_drained(pg_pending)
-                extra = (f"  backlog {start}, drained in {took:.1f} s"
-                         f" ({(start - left) / max(took, 0.001):.0f} attempts/s, {left} left)")
+                backlog, left, took = wait_drained(pg_pending)
+                extra = (f"  backlog {backlog}, drained in {took:.1f} s"
+                         f" ({(backlog - left) / max(took, 0.001):.0f} attempts/s, {left} left)")
             print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
                   f"cpu {cpu:6.1f} us/req  non-200 {bad}{extra}", flush=True)
 
