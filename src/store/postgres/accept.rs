@@ -117,6 +117,9 @@ async fn writer(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<Waiting>>>) {
                 }
             }
         }
+        // Each group claims its keys in key order: two writers' groups holding the same keys
+        // then cannot wait on each other in a cycle.
+        group.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
         let (acceptances, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let outcome = tokio::time::timeout(OP_TIMEOUT, commit(&pool, &acceptances))
             .await
@@ -136,18 +139,14 @@ async fn writer(pool: Pool, waiting: Arc<Mutex<mpsc::Receiver<Waiting>>>) {
     }
 }
 
-/// Writes `group` in one transaction, its statements pipelined; the outcomes once committed.
-///
-/// Two writers' groups may hold the same keys. Each group claims its keys in key order, so that
-/// neither can wait on the other in a cycle; a deadlock with another statement (the purge) or a
-/// serialization failure aborts the whole transaction, which is then written again.
+/// Writes `group` (sorted by key) in one transaction, its statements pipelined; the outcomes
+/// once committed. A deadlock with another statement (the purge) or a serialization failure
+/// aborts the whole transaction, which is then written again.
 async fn commit(pool: &Pool, group: &[Acceptance]) -> Result<Vec<Enqueued>, StoreError> {
     let mut client = pool.get().await.map_err(unavailable)?;
-    let mut order: Vec<usize> = (0..group.len()).collect();
-    order.sort_by(|&x, &y| group[x].key.cmp(&group[y].key));
     let mut tries = 1;
     loop {
-        match write(&mut client, group, &order).await {
+        match write(&mut client, group).await {
             Err(e) if tries < MAX_TRIES && is_transient(&e) => tries += 1,
             outcome => return outcome.map_err(unavailable),
         }
@@ -163,23 +162,21 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// One transaction holding `group`, its statements issued in `order`.
+/// One transaction holding `group`, its statements issued in the group's order.
 async fn write(
     client: &mut deadpool_postgres::Client,
     group: &[Acceptance],
-    order: &[usize],
 ) -> Result<Vec<Enqueued>, tokio_postgres::Error> {
     let txn = client.transaction().await?;
     let statement = txn.prepare_cached(ACCEPT).await?;
-    let bytes: Vec<(&[u8], &[u8])> = order
+    let bytes: Vec<(&[u8], &[u8])> = group
         .iter()
-        .map(|&i| (group[i].headers.as_ref(), group[i].body.as_ref()))
+        .map(|a| (a.headers.as_ref(), a.body.as_ref()))
         .collect();
-    let params: Vec<[&(dyn ToSql + Sync); 12]> = order
+    let params: Vec<[&(dyn ToSql + Sync); 12]> = group
         .iter()
         .zip(&bytes)
-        .map(|(&i, (headers, body))| -> [&(dyn ToSql + Sync); 12] {
-            let a = &group[i];
+        .map(|(a, (headers, body))| -> [&(dyn ToSql + Sync); 12] {
             [
                 &a.key,
                 &DELIVERED_SLICE,
@@ -203,13 +200,11 @@ async fn write(
     )
     .await?;
     txn.commit().await?;
-    let mut outcomes: Vec<(usize, Enqueued)> = order
+    Ok(group
         .iter()
         .zip(rows)
-        .map(|(&i, row)| (i, outcome(&group[i], &row)))
-        .collect();
-    outcomes.sort_by_key(|(i, _)| *i);
-    Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+        .map(|(a, row)| outcome(a, &row))
+        .collect())
 }
 
 /// What one statement's row says happened to its acceptance.
