@@ -26,7 +26,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber. `to_stdout` is for `run`: its lines (one per request) go into
-/// a [`LineBuffer`] that a log thread writes out, so a request's thread makes no `write` call of
+/// a buffer that a log thread writes out, so a request's thread makes no `write` call of
 /// its own; the returned guard writes out what is left when dropped. The other commands keep
 /// stdout for their own output and log to stderr directly.
 pub fn init(format: Option<LogFormat>, to_stdout: bool) -> Option<LogFlusher> {
@@ -38,7 +38,7 @@ pub fn init(format: Option<LogFormat>, to_stdout: bool) -> Option<LogFlusher> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let (dispatch, flusher): (tracing::Dispatch, _) = if to_stdout {
-        let buffer = LineBuffer::global();
+        let buffer: &'static LineBuffer = &BUFFER;
         let flusher = LogFlusher::start(buffer);
         let dispatch = match format {
             LogFormat::Json => builder
@@ -78,8 +78,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const BUFFER_BYTES: usize = 4 << 20;
 
 /// The lines of `run` not written yet. One lock per line, held for a copy; the log thread swaps
-/// the whole buffer out and writes it with one call.
-pub struct LineBuffer {
+/// the whole buffer for its spare one and writes it with one call.
+struct LineBuffer {
     lines: Mutex<Vec<u8>>,
     dropped: AtomicU64,
 }
@@ -90,13 +90,10 @@ static BUFFER: LineBuffer = LineBuffer {
 };
 
 impl LineBuffer {
-    fn global() -> &'static LineBuffer {
-        &BUFFER
-    }
-
-    fn take(&self) -> Vec<u8> {
+    /// Swaps the buffered lines into `spare` (empty), whose allocation the buffer takes over.
+    fn swap(&self, spare: &mut Vec<u8>) {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::replace(&mut *lines, Vec::with_capacity(64 << 10))
+        std::mem::swap(&mut *lines, spare);
     }
 }
 
@@ -135,24 +132,24 @@ impl LogFlusher {
             .name("hookgate-log".into())
             .spawn(move || {
                 let (stopped, wake) = &*stopping;
-                let mut stopped = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                let mut lines = Vec::new();
                 loop {
-                    let done = *stopped;
-                    drop(stopped);
-                    let lines = buffer.take();
+                    // Every FLUSH_EVERY, or at once when told to stop: then a last write.
+                    let done = {
+                        let stopped = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                        *wake
+                            .wait_timeout_while(stopped, FLUSH_EVERY, |stopped| !*stopped)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    };
+                    buffer.swap(&mut lines);
                     if !lines.is_empty() {
                         let mut out = std::io::stdout().lock();
                         let _ = out.write_all(&lines).and_then(|()| out.flush());
+                        lines.clear();
                     }
                     if done {
                         return;
-                    }
-                    stopped = stopping.0.lock().unwrap_or_else(|p| p.into_inner());
-                    if !*stopped {
-                        stopped = wake
-                            .wait_timeout(stopped, FLUSH_EVERY)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
                     }
                 }
             })
