@@ -275,3 +275,33 @@ async fn a_redis_down_at_start_does_not_stop_the_gateway() {
     assert_eq!(ready().await, 200);
     assert_eq!(up.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_restart_between_claim_and_complete_still_marks_the_delivery_delivered() {
+    // The app holds the delivery while Redis restarts (losing every key); the gateway's
+    // connection finds out only when it sends the complete. That complete is sent again on the
+    // new connection, so the key is delivered and a redelivery is not forwarded a second time.
+    let up = Upstream::start().await;
+    up.always(200, Duration::from_millis(1500));
+    let port = free_port();
+    let mut redis = PrivateRedis::start_on(port);
+    let config = format!(
+        "{}routes:\n{}",
+        store(&format!("redis://127.0.0.1:{port}/0"), "it", "reject"),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    let gw = Gateway::start(&config).await;
+    let url = gw.http_url("/webhooks/imggo");
+    let body = delivery("job.completed", "restart-mid-delivery");
+    let first = tokio::spawn({
+        let (url, body) = (url.clone(), body.clone());
+        async move { answer(post_signed(&url, &body).await).await }
+    });
+    eventually("the delivery at the app", || up.count() == 1).await;
+    redis.stop();
+    let _redis = PrivateRedis::start_on(port);
+    assert_eq!(first.await.unwrap().0, 200);
+    let (status, code, _) = answer(post_signed(&url, &body).await).await;
+    assert_eq!((status, code.as_str()), (200, "already_processed"));
+    assert_eq!(up.count(), 1, "the redelivery was not forwarded");
+}
