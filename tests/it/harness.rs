@@ -613,14 +613,9 @@ impl Gateway {
     /// 20 ms), or whatever it holds after 10 s.
     pub async fn upgraded_log_containing(&self, needle: &str) -> String {
         let path = self.dir.path().join("gateway-new.log");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = std::fs::read_to_string(&path).unwrap_or_default();
-            if log.contains(needle) || Instant::now() >= deadline {
-                return log;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        file_once_it_holds(&path, needle, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|log| log)
     }
 
     /// Starts a second hookgate on the same config with `--upgrade` (it waits for the listening
@@ -638,17 +633,13 @@ impl Gateway {
         // The old one lets go once the new one waits on the upgrade socket (it binds the socket
         // right after saying so; the old one retries for a few seconds if it is early).
         let new_log = self.dir.path().join("gateway-new.log");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(&new_log)
-            .unwrap_or_default()
-            .contains("waiting for the listening sockets")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the new process never reached the upgrade socket"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        file_once_it_holds(
+            &new_log,
+            "waiting for the listening sockets",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|log| panic!("the new process never reached the upgrade socket:\n{log}"));
         tokio::time::sleep(Duration::from_millis(50)).await;
         Command::new("kill")
             .args(["-QUIT", &self.child.id().to_string()])
@@ -676,18 +667,10 @@ impl Gateway {
             .header("X-Request-Id", &marker)
             .send()
             .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.log();
-            if log.contains(&marker) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the log never showed {marker}:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let path = self.dir.path().join("gateway.log");
+        file_once_it_holds(&path, &marker, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|log| panic!("the log never showed {marker}:\n{log}"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -755,6 +738,26 @@ fn spawn(config: &Path, dir: &Path, env: &[(String, String)]) -> Child {
         cmd.env(k, v);
     }
     cmd.spawn().unwrap()
+}
+
+/// The file's text once it holds `needle` (read every 10 ms, at most `limit`); otherwise what it
+/// held at the end, as the error.
+pub async fn file_once_it_holds(
+    path: &Path,
+    needle: &str,
+    limit: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(text);
+        }
+        if Instant::now() >= deadline {
+            return Err(text);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub fn client() -> reqwest::Client {
