@@ -166,16 +166,7 @@ impl PostgresStore {
         self.run_on(&self.pool, work).await
     }
 
-    /// `run` for the worker's bookkeeping, on connections that commit asynchronously.
-    async fn run_for_worker<R, F, Fut>(&self, work: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<R, tokio_postgres::Error>> + Send,
-    {
-        self.run_on(&self.worker_pool, work).await
-    }
-
+    /// `run` on `pool`: the worker's bookkeeping runs on `worker_pool`.
     async fn run_on<R, F, Fut>(&self, pool: &Pool, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -612,7 +603,7 @@ impl Queue for PostgresStore {
         let name = destination.clone();
         let held_until = ms(now_ms + lease.as_millis() as u64);
         let rows = self
-            .run_for_worker(move |c| async move {
+            .run_on(&self.worker_pool, move |c| async move {
                 c.query(
                     &c.prepare_cached(
                         "WITH due AS (
@@ -681,7 +672,7 @@ impl Queue for PostgresStore {
             Some(Some(at)) => ("pending", Some(ms(at))),
             Some(None) => ("dead", None),
         };
-        self.run_for_worker(move |mut c| async move {
+        self.run_on(&self.worker_pool, move |mut c| async move {
             let id = r.id.0 as i64;
             let status = r.status.map(i32::from);
             let txn = c.transaction().await?;
@@ -720,7 +711,7 @@ impl Queue for PostgresStore {
 
     async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let now = ms(unix_ms(SystemTime::now()));
-        self.run_for_worker(move |c| async move {
+        self.run_on(&self.worker_pool, move |c| async move {
             let deliveries = c
                 .execute(
                     &c.prepare_cached(
