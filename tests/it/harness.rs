@@ -760,6 +760,28 @@ pub async fn file_once_it_holds(
     }
 }
 
+/// The JSON at `url` (sent with `token`) once `done` holds for it, read every 20 ms for at most
+/// 10 s; the last answer either way. For the delivery log: an attempt's outcome is recorded
+/// after the app answered and its metrics counted it, so the log shows it a moment later.
+pub async fn json_once(
+    url: &str,
+    token: Option<&str>,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut req = client().get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let json: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+        if done(&json) || Instant::now() >= deadline {
+            return json;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .danger_accept_invalid_certs(true)

@@ -101,13 +101,12 @@ async fn three_replicas_share_one_queue_and_deliver_each_delivery_once() {
         .unwrap();
     assert_eq!(list["deliveries"].as_array().unwrap().len(), 60);
     let id = &accepted[7];
-    let one: serde_json::Value =
-        reqwest::get(replicas[0].admin_url(&format!("/api/deliveries/{id}")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let one = json_once(
+        &replicas[0].admin_url(&format!("/api/deliveries/{id}")),
+        None,
+        |d| d["state"] == "delivered",
+    )
+    .await;
     assert_eq!(one["state"], "delivered");
     let body = reqwest::get(replicas[1].admin_url(&format!("/api/deliveries/{id}/body")))
         .await

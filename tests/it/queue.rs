@@ -175,14 +175,10 @@ async fn a_failing_destination_is_retried_without_delaying_the_other() {
         1.0,
     )
     .await;
-    let detail: serde_json::Value = client()
-        .get(gw.admin_url(&format!("/api/deliveries/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = json_once(&gw.admin_url(&format!("/api/deliveries/{id}")), None, |d| {
+        d["state"] == "delivered"
+    })
+    .await;
     assert_eq!(detail["state"], "delivered");
     let statuses: Vec<_> = detail["attempts"]
         .as_array()
