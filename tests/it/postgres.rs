@@ -363,3 +363,82 @@ async fn acceptances_committed_together_keep_one_delivery_per_key() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dead_delivery_is_logged_retried_by_hand_and_purged_after_its_retention() {
+    let db = TestDatabase::create();
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let token = "pg-token";
+    let delivery_cfg =
+        "      retry: [100ms]\n      jitter: 0%\n      max_queued: 1\n      retention: 1s\n";
+    // The line continues the harness's `admin:` mapping.
+    let cfg = format!(
+        "  token: \"{token}\"\n{}",
+        queue_route_on(&db.url(), &app.url(), &analytics.url(), delivery_cfg)
+    );
+    let gw = Gateway::start(&cfg).await;
+    wait_ready(&gw).await;
+    let (status, code, id) = queue(&gw, &delivery("job.completed", "dead1")).await;
+    assert_eq!((status, code.as_str()), (200, "queued"));
+    let id = id.unwrap();
+    // One delivery is open: `max_queued: 1` turns the next one away, the sender keeps it.
+    let (status, code, _) = queue(&gw, &delivery("job.completed", "dead2")).await;
+    assert_eq!((status, code.as_str()), (503, "queue_full"));
+
+    // The app fails its first attempt and the one retry: dead there, delivered to analytics.
+    let url = gw.admin_url(&format!("/api/deliveries/{id}"));
+    let dead = json_once(&url, Some(token), |d| d["state"] == "dead").await;
+    let numbers = |d: &serde_json::Value, name: &str| -> Vec<u64> {
+        d["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["destination"] == name)
+            .map(|a| a["n"].as_u64().unwrap())
+            .collect()
+    };
+    // Each attempt is logged with the number the app saw in Hookgate-Attempt.
+    let sent: Vec<u64> = app
+        .received()
+        .iter()
+        .map(|r| r.header("Hookgate-Attempt").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sent, [1, 2]);
+    assert_eq!(numbers(&dead, "app"), sent);
+    assert_eq!(numbers(&dead, "analytics"), [1]);
+
+    // A retry by hand reopens it; the app now answers and gets attempt 3.
+    app.always(200, Duration::ZERO);
+    let resp = client()
+        .post(gw.admin_url(&format!("/api/deliveries/{id}/retry")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let delivered = json_once(&url, Some(token), |d| d["state"] == "delivered").await;
+    assert_eq!(numbers(&delivered, "app"), [1, 2, 3]);
+
+    // Finished again, it is purged once its retention has passed (the purge runs every 10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client()
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not purged after its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(db.query("SELECT count(*) FROM hookgate_attempts"), "0");
+}

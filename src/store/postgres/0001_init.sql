@@ -17,15 +17,18 @@ CREATE TABLE hookgate_deliveries (
     event              TEXT,
     target             TEXT NOT NULL,
     headers            BYTEA NOT NULL,
-    body               BYTEA NOT NULL,
-    attempts_recorded  INT NOT NULL DEFAULT 0,
-    finished_ms        BIGINT               -- set once no destination is pending
+    body               BYTEA NOT NULL
 );
--- max_queued counts a route's unfinished deliveries; the purge takes the oldest finished ones.
-CREATE INDEX hookgate_deliveries_open ON hookgate_deliveries (route) WHERE finished_ms IS NULL;
-CREATE INDEX hookgate_deliveries_finished ON hookgate_deliveries (finished_ms)
-    WHERE finished_ms IS NOT NULL;
+-- A delivery's row is written once: what changes as it is delivered lives in the narrow tables
+-- below, so that an attempt's record never rewrites the body and the delivery's indexes.
 CREATE INDEX hookgate_deliveries_route ON hookgate_deliveries (route, id);
+
+-- Deliveries no destination waits for any more (delivered or dead), for the retention purge.
+CREATE TABLE hookgate_finished (
+    delivery_id  BIGINT PRIMARY KEY REFERENCES hookgate_deliveries (id) ON DELETE CASCADE,
+    finished_ms  BIGINT NOT NULL
+);
+CREATE INDEX hookgate_finished_at ON hookgate_finished (finished_ms);
 
 CREATE TABLE hookgate_destinations (
     delivery_id  BIGINT NOT NULL REFERENCES hookgate_deliveries (id) ON DELETE CASCADE,
@@ -43,17 +46,17 @@ CREATE TABLE hookgate_destinations (
 -- The worker's query: one destination's due attempts in order, however many are delivered.
 CREATE INDEX hookgate_destinations_due ON hookgate_destinations (route, name, due_ms)
     WHERE state = 'pending';
--- Gauges and bulk retry: pending and dead ones only.
+-- Gauges, max_queued's count of unfinished deliveries, bulk retry: pending and dead ones only.
 CREATE INDEX hookgate_destinations_undelivered
     ON hookgate_destinations (route, name, state, delivery_id) WHERE state <> 'delivered';
 
 CREATE TABLE hookgate_attempts (
     delivery_id  BIGINT NOT NULL REFERENCES hookgate_deliveries (id) ON DELETE CASCADE,
-    n            INT NOT NULL,
+    n            INT NOT NULL,             -- the destination's attempt (its Hookgate-Attempt)
     destination  TEXT NOT NULL,
     started_ms   BIGINT NOT NULL,
     duration_ms  BIGINT NOT NULL,
     status       INT,
     error        TEXT,
-    PRIMARY KEY (delivery_id, n)
+    PRIMARY KEY (delivery_id, destination, n)
 );

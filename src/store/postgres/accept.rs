@@ -35,12 +35,14 @@ const ACCEPT: &str = "WITH claim AS (
         RETURNING 1),
     delivery AS (
         INSERT INTO hookgate_deliveries
-            (id, route, received_ms, key, event, target, headers, body, finished_ms)
+            (id, route, received_ms, key, event, target, headers, body)
         SELECT ($5::bigint << 20) | (nextval('hookgate_delivery_seq') & 1048575),
-               $6, $5, $7, $8, $9, $10, $11,
-               CASE WHEN cardinality($12::text[]) = 0 THEN $4 END
+               $6, $5, $7, $8, $9, $10, $11
         WHERE $1::bytea IS NULL OR EXISTS (SELECT 1 FROM claim)
         RETURNING id),
+    finished AS (
+        INSERT INTO hookgate_finished (delivery_id, finished_ms)
+        SELECT id, $4 FROM delivery WHERE cardinality($12::text[]) = 0),
     destinations AS (
         INSERT INTO hookgate_destinations
             (delivery_id, position, route, name, state, due_ms)

@@ -200,8 +200,10 @@ impl PostgresStore {
                 let row = c
                     .query_one(
                         &c.prepare_cached(
-                        "SELECT count(*) FROM hookgate_deliveries WHERE route = $1 AND finished_ms IS NULL")
-.await?,
+                            "SELECT count(DISTINCT delivery_id) FROM hookgate_destinations
+                         WHERE route = $1 AND state = 'pending'",
+                        )
+                        .await?,
                         &[&r],
                     )
                     .await?;
@@ -542,20 +544,22 @@ async fn summaries(
 /// The statements of [`Queue::record`], in the order they run. The delivery row's lock (taken
 /// by the first) numbers the attempts of concurrent destinations one by one, and the last sees
 /// the other destinations' states as their records committed.
-const COUNT_ATTEMPT: &str =
-    "UPDATE hookgate_deliveries SET attempts_recorded = attempts_recorded + 1 WHERE id = $1";
+/// An attempt is numbered as its destination numbered it (`Hookgate-Attempt`); an attempt whose
+/// lease ran out and was taken again has a number of its own, so a record never collides but
+/// for the same attempt recorded twice, which keeps the first.
 const INSERT_ATTEMPT: &str = "INSERT INTO hookgate_attempts
         (delivery_id, n, destination, started_ms, duration_ms, status, error)
-    SELECT $1, attempts_recorded, $2, $3, $4, $5, $6 FROM hookgate_deliveries WHERE id = $1";
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
 /// Only the attempt in progress moves the state: a retry by hand may have superseded it.
 const UPDATE_DESTINATION: &str =
     "UPDATE hookgate_destinations SET last_status = $3, last_error = $4,
         state = CASE WHEN state = 'pending' AND attempts = $5 THEN $6 ELSE state END,
         due_ms = CASE WHEN state = 'pending' AND attempts = $5 THEN $7 ELSE due_ms END
     WHERE delivery_id = $1 AND name = $2";
-const FINISH_DELIVERY: &str = "UPDATE hookgate_deliveries SET finished_ms = $2
-    WHERE id = $1 AND finished_ms IS NULL AND NOT EXISTS (
-        SELECT 1 FROM hookgate_destinations WHERE delivery_id = $1 AND state = 'pending')";
+const FINISH_DELIVERY: &str = "INSERT INTO hookgate_finished (delivery_id, finished_ms)
+    SELECT $1, $2 WHERE NOT EXISTS (
+        SELECT 1 FROM hookgate_destinations WHERE delivery_id = $1 AND state = 'pending')
+    ON CONFLICT DO NOTHING";
 
 #[async_trait]
 impl Queue for PostgresStore {
@@ -676,16 +680,21 @@ impl Queue for PostgresStore {
             let id = r.id.0 as i64;
             let status = r.status.map(i32::from);
             let txn = c.transaction().await?;
-            let (count, insert, update, finish) = futures_util::try_join!(
-                txn.prepare_cached(COUNT_ATTEMPT),
+            let (insert, update, finish) = futures_util::try_join!(
                 txn.prepare_cached(INSERT_ATTEMPT),
                 txn.prepare_cached(UPDATE_DESTINATION),
                 txn.prepare_cached(FINISH_DELIVERY),
             )?;
             let (started, took, attempt) = (ms(r.started_ms), ms(r.duration_ms), r.attempt as i32);
-            let count_params: [&(dyn ToSql + Sync); 1] = [&id];
-            let insert_params: [&(dyn ToSql + Sync); 6] =
-                [&id, &r.destination, &started, &took, &status, &r.error];
+            let insert_params: [&(dyn ToSql + Sync); 7] = [
+                &id,
+                &attempt,
+                &r.destination,
+                &started,
+                &took,
+                &status,
+                &r.error,
+            ];
             let update_params: [&(dyn ToSql + Sync); 7] = [
                 &id,
                 &r.destination,
@@ -696,10 +705,9 @@ impl Queue for PostgresStore {
                 &due,
             ];
             let finish_params: [&(dyn ToSql + Sync); 2] = [&id, &now];
-            // The four statements go out together (one round trip); Postgres runs them in order,
+            // The three statements go out together (one round trip); Postgres runs them in order,
             // each seeing the ones before it.
             futures_util::try_join!(
-                txn.execute(&count, &count_params),
                 txn.execute(&insert, &insert_params),
                 txn.execute(&update, &update_params),
                 txn.execute(&finish, &finish_params),
@@ -716,7 +724,7 @@ impl Queue for PostgresStore {
                 .execute(
                     &c.prepare_cached(
                         "DELETE FROM hookgate_deliveries WHERE id IN (
-                        SELECT id FROM hookgate_deliveries WHERE finished_ms < $1
+                        SELECT delivery_id FROM hookgate_finished WHERE finished_ms < $1
                         ORDER BY finished_ms LIMIT $2)",
                     )
                     .await?,
@@ -848,7 +856,7 @@ impl Queue for PostgresStore {
                 .query(
                     &c.prepare_cached(
                     "SELECT destination, n, started_ms, duration_ms, status, error
-                     FROM hookgate_attempts WHERE delivery_id = $1 ORDER BY n")
+                     FROM hookgate_attempts WHERE delivery_id = $1 ORDER BY started_ms, destination, n")
 .await?,
                     &[&id],
                 )
@@ -898,8 +906,8 @@ impl Queue for PostgresStore {
                           AND (($2::text IS NULL AND state = 'dead') OR name = $2)
                         RETURNING 1),
                     reopened AS (
-                        UPDATE hookgate_deliveries SET finished_ms = NULL
-                        WHERE id = $1 AND EXISTS (SELECT 1 FROM requeued) RETURNING 1),
+                        DELETE FROM hookgate_finished
+                        WHERE delivery_id = $1 AND EXISTS (SELECT 1 FROM requeued) RETURNING 1),
                     wake AS (SELECT pg_notify('hookgate_queue', '')
                              WHERE EXISTS (SELECT 1 FROM requeued))
                     SELECT EXISTS (SELECT 1 FROM hookgate_deliveries WHERE id = $1),
@@ -927,8 +935,8 @@ impl Queue for PostgresStore {
                         WHERE route = $1 AND state = 'dead'
                         RETURNING delivery_id),
                     reopened AS (
-                        UPDATE hookgate_deliveries SET finished_ms = NULL
-                        WHERE id IN (SELECT delivery_id FROM requeued) RETURNING 1),
+                        DELETE FROM hookgate_finished
+                        WHERE delivery_id IN (SELECT delivery_id FROM requeued) RETURNING 1),
                     wake AS (SELECT pg_notify('hookgate_queue', '')
                              WHERE EXISTS (SELECT 1 FROM requeued))
                     SELECT (SELECT count(*) FROM requeued),
