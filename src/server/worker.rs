@@ -81,6 +81,15 @@ impl Room {
         (free.min(whole), wait)
     }
 
+    /// Whether to take attempts now, with `free` places: while attempts are at the app, only
+    /// once a quarter of its places are free, so that a busy destination costs the store one
+    /// read per batch rather than one per answer. With a `rate`, every token is used at once.
+    fn worth_a_pass(&self, policy: &DeliveryPolicy, free: usize) -> bool {
+        policy.rate.is_some()
+            || self.in_flight.load(Ordering::Acquire) == 0
+            || free >= (policy.max_in_flight / 4).clamp(1, TAKE_AT_ONCE)
+    }
+
     fn spend(&self, policy: &DeliveryPolicy, n: usize) {
         if policy.rate.is_some() {
             if let Ok(mut bucket) = self.tokens.lock() {
@@ -124,46 +133,49 @@ impl BackgroundService for Worker {
                     if let Some(w) = rate_wait {
                         wake = wake.min(w);
                     }
-                    if free > 0 {
-                        let taken = self
-                            .queue
-                            .take_due(
-                                &route.name,
-                                &dest.name,
-                                unix_ms(now),
-                                free.min(TAKE_AT_ONCE),
-                                q.policy.lease(),
-                            )
-                            .await;
-                        match taken {
-                            Ok(due) => {
-                                room.spend(&q.policy, due.len());
-                                if due.len() == free.min(TAKE_AT_ONCE) {
-                                    // There may be more due right now.
-                                    wake = Duration::ZERO;
-                                }
-                                for a in due {
-                                    let job = Attempt {
-                                        runtime: self.runtime.clone(),
-                                        queue: self.queue.clone(),
-                                        active: active.clone(),
-                                        route: route.clone(),
-                                        room: room.clone(),
-                                        finished: finished.clone(),
-                                    };
-                                    attempts.spawn(job.run(a));
-                                }
+                    // Without a pass, an attempt's answer or the rate's next token wakes the
+                    // loop: the next due time does not matter yet.
+                    if free == 0 || !room.worth_a_pass(&q.policy, free) {
+                        continue;
+                    }
+                    let taken = self
+                        .queue
+                        .take_due(
+                            &route.name,
+                            &dest.name,
+                            unix_ms(now),
+                            free.min(TAKE_AT_ONCE),
+                            q.policy.lease(),
+                        )
+                        .await;
+                    match taken {
+                        Ok(due) => {
+                            room.spend(&q.policy, due.len());
+                            if due.len() == free.min(TAKE_AT_ONCE) {
+                                // There may be more due right now.
+                                wake = Duration::ZERO;
                             }
-                            Err(e) => {
-                                tracing::warn!(route = %route.name, destination = %dest.name, error = %e, "cannot take due attempts");
+                            for a in due {
+                                let job = Attempt {
+                                    runtime: self.runtime.clone(),
+                                    queue: self.queue.clone(),
+                                    active: active.clone(),
+                                    route: route.clone(),
+                                    room: room.clone(),
+                                    finished: finished.clone(),
+                                };
+                                attempts.spawn(job.run(a));
                             }
+                        }
+                        Err(e) => {
+                            tracing::warn!(route = %route.name, destination = %dest.name, error = %e, "cannot take due attempts");
                         }
                     }
+                    if wake.is_zero() {
+                        continue;
+                    }
                     if let Ok(Some(at)) = self.queue.next_due(&route.name, &dest.name).await {
-                        let until = Duration::from_millis(at.saturating_sub(unix_ms(now)));
-                        if free > 0 || until > Duration::ZERO {
-                            wake = wake.min(until);
-                        }
+                        wake = wake.min(Duration::from_millis(at.saturating_sub(unix_ms(now))));
                     }
                 }
             }

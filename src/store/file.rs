@@ -46,8 +46,6 @@ const DUE: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("due");
 const PENDING: TableDefinition<(&str, u64), ()> = TableDefinition::new("pending");
 /// ("route/destination", id) of every dead destination.
 const DEAD: TableDefinition<(&str, u64), ()> = TableDefinition::new("dead");
-/// (route, id) of every delivery not yet finished: `max_queued`.
-const OPEN: TableDefinition<(&str, u64), ()> = TableDefinition::new("open");
 /// (finished ms, id) of delivered and dead deliveries: the retention purge.
 const FINISHED: TableDefinition<(u64, u64), ()> = TableDefinition::new("finished");
 
@@ -171,7 +169,6 @@ struct Tables<'t> {
     due: Table<'t, (&'static str, u64, u64), ()>,
     pending: Table<'t, (&'static str, u64), ()>,
     dead: Table<'t, (&'static str, u64), ()>,
-    open: Table<'t, (&'static str, u64), ()>,
     finished: Table<'t, (u64, u64), ()>,
 }
 
@@ -186,7 +183,6 @@ impl<'t> Tables<'t> {
             due: txn.open_table(DUE)?,
             pending: txn.open_table(PENDING)?,
             dead: txn.open_table(DEAD)?,
-            open: txn.open_table(OPEN)?,
             finished: txn.open_table(FINISHED)?,
         })
     }
@@ -264,7 +260,6 @@ impl<'t> Tables<'t> {
         self.due.insert((key.as_str(), at, id), ()).map_err(err)?;
         if let Some(finished) = d.finished_ms.take() {
             self.finished.remove((finished, id)).map_err(err)?;
-            self.open.insert((d.route.as_str(), id), ()).map_err(err)?;
             counts.open(&d.route, 1);
         }
         Ok(())
@@ -285,14 +280,7 @@ impl<'t> Tables<'t> {
         if done && d.finished_ms.is_none() {
             d.finished_ms = Some(now_ms);
             self.finished.insert((now_ms, id), ()).map_err(err)?;
-            if self
-                .open
-                .remove((d.route.as_str(), id))
-                .map_err(err)?
-                .is_some()
-            {
-                counts.open(&d.route, -1);
-            }
+            counts.open(&d.route, -1);
         }
         Ok(())
     }
@@ -466,8 +454,23 @@ impl FileStore {
             }
             Ok(())
         };
-        count(OPEN, &mut counts.open)?;
         count(PENDING, &mut counts.pending)?;
+        // A delivery is open while any of its destinations is pending. The rows of one route
+        // ("route/destination") are contiguous in key order.
+        let pending = read.open_table(PENDING).map_err(err)?;
+        let (mut route, mut ids) = (String::new(), std::collections::HashSet::new());
+        for row in pending.iter().map_err(err)? {
+            let (k, _) = row.map_err(err)?;
+            let (key, id) = k.value();
+            let this = key.split_once('/').map_or(key, |(r, _)| r);
+            if this != route {
+                route = this.to_string();
+                ids.clear();
+            }
+            if ids.insert(id) {
+                *counts.open.entry(route.clone()).or_default() += 1;
+            }
+        }
         count(DEAD, &mut counts.dead)?;
         let deliveries = read.open_table(DELIVERIES).map_err(err)?;
         let last = deliveries.last().map_err(err)?.map(|(k, _)| k.value());
@@ -792,7 +795,6 @@ impl Queue for FileStore {
                 stored.finished_ms = Some(now);
                 t.finished.insert((now, id.0), ()).map_err(err)?;
             } else {
-                t.open.insert((new.route.as_str(), id.0), ()).map_err(err)?;
                 batch.deltas.open(&new.route, 1);
             }
             t.put_delivery(id.0, &stored)?;

@@ -447,12 +447,16 @@ async fn max_queued_answers_queue_full_and_the_sender_keeps_it() {
     let analytics = Upstream::start().await;
     app.always(500, Duration::ZERO);
     let cfg = "      retry: [10s]\n      max_queued: 2\n";
-    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
+    let mut gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
     assert_eq!(queue(&gw, &delivery("job.failed", "f1")).await.1, "queued");
     assert_eq!(queue(&gw, &delivery("job.failed", "f2")).await.1, "queued");
     let resp = post_signed(&gw.http_url("/webhooks/q"), &delivery("job.failed", "f3")).await;
     assert!(resp.headers().contains_key("retry-after"));
     let (status, code, _) = answer(resp).await;
+    assert_eq!((status, code.as_str()), (503, "queue_full"));
+    // The count of undelivered deliveries is made again from the file after a restart.
+    gw.restart().await;
+    let (status, code, _) = queue(&gw, &delivery("job.failed", "f3")).await;
     assert_eq!((status, code.as_str()), (503, "queue_full"));
 
     // Both wait their 10 s retry: the gauges show them pending and ageing.
