@@ -1,14 +1,20 @@
 //! The shared store for replicas: one Redis, one round trip per step, owner-checked by Lua.
 //!
+//! Commands go out on the serving thread's own connection (`connections`); the readiness probe
+//! uses one shared connection that reconnects by itself.
+//!
 //! Records are `<prefix>:<route>:<key hex>` holding either `c:<token>` (a claim, `PX lease`) or
 //! `d` (delivered, `PX ttl`). Complete and release compare the caller's token first, so a gateway
 //! whose lease ran out can never delete or overwrite another gateway's claim.
 
+mod connections;
+
 use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
+use connections::{is_dropped, ThreadConnections};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{FromRedisValue, Script, ScriptInvocation};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -36,6 +42,7 @@ return 0
 pub struct RedisStore {
     /// Set once the first connection succeeds; until then every operation is unavailable.
     conn: Arc<OnceLock<ConnectionManager>>,
+    threads: ThreadConnections,
     prefix: String,
     claim: Script,
     complete: Script,
@@ -44,6 +51,8 @@ pub struct RedisStore {
 
 /// How often a store that was down at start is tried again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// A connection attempt's and a command's limit.
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisStore {
     /// Connects on a runtime of its own that lives as long as the process, so the connection's
@@ -55,13 +64,14 @@ impl RedisStore {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT)
             .set_number_of_retries(1)
             .set_max_delay(500);
         let conn = Arc::new(OnceLock::new());
         let (first_try, tried) = std::sync::mpsc::channel();
         let slot = conn.clone();
+        let threads = ThreadConnections::new(client.clone(), TIMEOUT);
         std::thread::Builder::new()
             .name("hookgate-redis".into())
             .spawn(move || {
@@ -101,6 +111,7 @@ impl RedisStore {
         let _ = tried.recv();
         Ok(Self {
             conn,
+            threads,
             prefix: prefix.to_string(),
             claim: Script::new(CLAIM),
             complete: Script::new(COMPLETE),
@@ -119,26 +130,34 @@ impl RedisStore {
         format!("{}:{}:{}", self.prefix, key.scope, key.hex())
     }
 
-    /// Runs an owner-checked script that may safely run twice (complete, release). The
-    /// connection finds out that Redis went away (a restart between the claim and its
-    /// complete) only when it is next used: that command fails and the connection is made
-    /// again. One failed complete would leave a delivered key claimed until its lease ran out,
-    /// so it is sent once more instead.
-    async fn invoke_once_more_if_dropped(
+    /// Runs a script on this thread's connection. A connection found dropped is made again
+    /// (on every thread) before the next command; with `once_more`, for a script that may
+    /// safely run twice (complete, release: owner-checked), this one is also sent again on the
+    /// new connection. A failed complete would leave a delivered key claimed until its lease
+    /// ran out. A claim is not resent: one whose answer was lost may have claimed the key.
+    async fn invoke<T: FromRedisValue>(
         &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.connection()?;
-        let first: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
-        match first {
-            Err(e) if e.is_connection_dropped() || e.is_io_error() => invocation
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| StoreError::Unavailable(e.to_string())),
-            other => other
-                .map(|_| ())
-                .map_err(|e| StoreError::Unavailable(e.to_string())),
+        invocation: &ScriptInvocation<'_>,
+        once_more: bool,
+    ) -> Result<T, StoreError> {
+        if self.conn.get().is_none() {
+            return Err(StoreError::Unavailable("not connected to Redis yet".into()));
+        }
+        let mut c = self.threads.get().await?;
+        match invocation.invoke_async(&mut c.conn).await {
+            Ok(v) => Ok(v),
+            Err(e) if is_dropped(&e) => {
+                self.threads.dropped(c.epoch);
+                if !once_more {
+                    return Err(StoreError::Unavailable(e.to_string()));
+                }
+                let mut c = self.threads.get().await?;
+                invocation
+                    .invoke_async(&mut c.conn)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))
+            }
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }
     }
 }
@@ -155,15 +174,9 @@ fn millis(d: Duration) -> u64 {
 impl Store for RedisStore {
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
-        let mut conn = self.connection()?;
-        let (state, pttl): (String, i64) = self
-            .claim
-            .key(self.redis_key(key))
-            .arg(claim_value(token))
-            .arg(millis(lease))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut invocation = self.claim.key(self.redis_key(key));
+        invocation.arg(claim_value(token)).arg(millis(lease));
+        let (state, pttl): (String, i64) = self.invoke(&invocation, false).await?;
         Ok(match state.as_str() {
             "claimed" => Claim::Claimed(token),
             "d" => Claim::Delivered,
@@ -181,13 +194,13 @@ impl Store for RedisStore {
     ) -> Result<(), StoreError> {
         let mut invocation = self.complete.key(self.redis_key(key));
         invocation.arg(claim_value(token)).arg(millis(ttl));
-        self.invoke_once_more_if_dropped(&invocation).await
+        self.invoke::<i64>(&invocation, true).await.map(|_| ())
     }
 
     async fn release(&self, key: &DeliveryKey, token: ClaimToken) -> Result<(), StoreError> {
         let mut invocation = self.release.key(self.redis_key(key));
         invocation.arg(claim_value(token));
-        self.invoke_once_more_if_dropped(&invocation).await
+        self.invoke::<i64>(&invocation, true).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
