@@ -92,6 +92,16 @@ async fn three_replicas_share_one_queue_and_deliver_each_delivery_once() {
         );
     }
 
+    // Each delivery is finished once both destinations are (what the purge goes by), however
+    // the two records interleave.
+    eventually_within("every delivery finished", Duration::from_secs(10), || {
+        db.query(
+            "SELECT count(*) FROM hookgate_deliveries d WHERE NOT EXISTS (
+                SELECT 1 FROM hookgate_finished f WHERE f.delivery_id = d.id)",
+        ) == "0"
+    })
+    .await;
+
     // The log is the same through every replica.
     let list: serde_json::Value = reqwest::get(replicas[2].admin_url("/api/deliveries?limit=100"))
         .await

@@ -541,9 +541,12 @@ async fn summaries(
         .collect())
 }
 
-/// The statements of [`Queue::record`], in the order they run. The delivery row's lock (taken
-/// by the first) numbers the attempts of concurrent destinations one by one, and the last sees
-/// the other destinations' states as their records committed.
+/// The statements of [`Queue::record`], in the order they run. The first locks the delivery's
+/// row (a lock only: the row is not written), so that the records of one delivery's
+/// destinations run one after the other and the last one's finish check sees the others' states
+/// committed; two records at once would each see the other's destination still pending, and
+/// neither would finish the delivery.
+const LOCK_DELIVERY: &str = "SELECT 1 FROM hookgate_deliveries WHERE id = $1 FOR NO KEY UPDATE";
 /// An attempt is numbered as its destination numbered it (`Hookgate-Attempt`); an attempt whose
 /// lease ran out and was taken again has a number of its own, so a record never collides but
 /// for the same attempt recorded twice, which keeps the first.
@@ -683,7 +686,8 @@ impl Queue for PostgresStore {
             let id = r.id.0 as i64;
             let status = r.status.map(i32::from);
             let txn = c.transaction().await?;
-            let (insert, update, finish) = futures_util::try_join!(
+            let (lock, insert, update, finish) = futures_util::try_join!(
+                txn.prepare_cached(LOCK_DELIVERY),
                 txn.prepare_cached(INSERT_ATTEMPT),
                 txn.prepare_cached(UPDATE_DESTINATION),
                 txn.prepare_cached(FINISH_DELIVERY),
@@ -707,10 +711,12 @@ impl Queue for PostgresStore {
                 &state,
                 &due,
             ];
+            let lock_params: [&(dyn ToSql + Sync); 1] = [&id];
             let finish_params: [&(dyn ToSql + Sync); 2] = [&id, &now];
-            // The three statements go out together (one round trip); Postgres runs them in order,
+            // The four statements go out together (one round trip); Postgres runs them in order,
             // each seeing the ones before it.
             futures_util::try_join!(
+                txn.execute(&lock, &lock_params),
                 txn.execute(&insert, &insert_params),
                 txn.execute(&update, &update_params),
                 txn.execute(&finish, &finish_params),
