@@ -454,14 +454,15 @@ impl FileStore {
             }
             Ok(())
         };
-        count(PENDING, &mut counts.pending)?;
-        // A delivery is open while any of its destinations is pending. The rows of one route
-        // ("route/destination") are contiguous in key order.
+        // Pending destinations, and the deliveries they keep open: a delivery is open while any
+        // of its destinations is pending. The rows of one route ("route/destination") are
+        // contiguous in key order.
         let pending = read.open_table(PENDING).map_err(err)?;
         let (mut route, mut ids) = (String::new(), std::collections::HashSet::new());
         for row in pending.iter().map_err(err)? {
             let (k, _) = row.map_err(err)?;
             let (key, id) = k.value();
+            *counts.pending.entry(key.to_string()).or_default() += 1;
             let this = key.split_once('/').map_or(key, |(r, _)| r);
             if this != route {
                 route = this.to_string();
