@@ -17,6 +17,19 @@ fn store(url: &str, prefix: &str, on_error: &str) -> String {
     format!("store: {{ url: \"{url}\", prefix: \"{prefix}\", on_error: {on_error} }}\n")
 }
 
+/// A gateway with one ImgGo route to `up`, keyed on a Redis of the test's own (its port, to
+/// start it again), with `on_error` as given.
+async fn on_private_redis(up: &Upstream, on_error: &str) -> (u16, PrivateRedis, Gateway) {
+    let port = free_port();
+    let redis = PrivateRedis::start_on(port);
+    let config = format!(
+        "{}routes:\n{}",
+        store(&format!("redis://127.0.0.1:{port}/0"), "it", on_error),
+        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
+    );
+    (port, redis, Gateway::start(&config).await)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_forward_a_delivery_at_most_once() {
     let up = Upstream::start().await;
@@ -139,14 +152,7 @@ async fn a_killed_replicas_claim_expires_after_its_lease() {
 #[tokio::test(flavor = "multi_thread")]
 async fn outage_rejects_then_recovers_without_restart() {
     let up = Upstream::start().await;
-    let port = free_port();
-    let mut redis = PrivateRedis::start_on(port);
-    let config = format!(
-        "{}routes:\n{}",
-        store(&format!("redis://127.0.0.1:{port}/0"), "it", "reject"),
-        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
-    );
-    let gw = Gateway::start(&config).await;
+    let (port, mut redis, gw) = on_private_redis(&up, "reject").await;
     let url = gw.http_url("/webhooks/imggo");
     let ready = || async {
         reqwest::get(format!("http://127.0.0.1:{}/readyz", gw.admin))
@@ -203,14 +209,7 @@ async fn outage_rejects_then_recovers_without_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn outage_under_allow_forwards_without_dedupe() {
     let up = Upstream::start().await;
-    let port = free_port();
-    let mut redis = PrivateRedis::start_on(port);
-    let config = format!(
-        "{}routes:\n{}",
-        store(&format!("redis://127.0.0.1:{port}/0"), "it", "allow"),
-        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
-    );
-    let gw = Gateway::start(&config).await;
+    let (_, mut redis, gw) = on_private_redis(&up, "allow").await;
     redis.stop();
     let body = delivery("job.completed", "allowed");
     assert_eq!(
@@ -283,14 +282,7 @@ async fn a_redis_restart_between_claim_and_complete_still_marks_the_delivery_del
     // new connection, so the key is delivered and a redelivery is not forwarded a second time.
     let up = Upstream::start().await;
     up.always(200, Duration::from_millis(1500));
-    let port = free_port();
-    let mut redis = PrivateRedis::start_on(port);
-    let config = format!(
-        "{}routes:\n{}",
-        store(&format!("redis://127.0.0.1:{port}/0"), "it", "reject"),
-        imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
-    );
-    let gw = Gateway::start(&config).await;
+    let (port, mut redis, gw) = on_private_redis(&up, "reject").await;
     let url = gw.http_url("/webhooks/imggo");
     let body = delivery("job.completed", "restart-mid-delivery");
     let first = tokio::spawn({
