@@ -58,8 +58,9 @@ impl RedisStore {
     /// Connects on a runtime of its own that lives as long as the process, so the connection's
     /// driver outlives any one Pingora service runtime. A Redis that does not answer yet does
     /// not stop the gateway (PRODUCT.md §7): operations fail as unavailable, and the connection
-    /// is tried again every second until it succeeds; from then on the connection manager
-    /// reconnects by itself.
+    /// is tried again every second until it succeeds. From then on that connection serves the
+    /// readiness probe (and reconnects by itself), and commands go out on each serving thread's
+    /// own connection.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
@@ -119,10 +120,10 @@ impl RedisStore {
         })
     }
 
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    /// The shared connection, once the first connection to Redis succeeded.
+    fn connection(&self) -> Result<&ConnectionManager, StoreError> {
         self.conn
             .get()
-            .cloned()
             .ok_or_else(|| StoreError::Unavailable("not connected to Redis yet".into()))
     }
 
@@ -140,9 +141,7 @@ impl RedisStore {
         invocation: &ScriptInvocation<'_>,
         once_more: bool,
     ) -> Result<T, StoreError> {
-        if self.conn.get().is_none() {
-            return Err(StoreError::Unavailable("not connected to Redis yet".into()));
-        }
+        self.connection()?;
         let mut c = self.threads.get().await?;
         match invocation.invoke_async(&mut c.conn).await {
             Ok(v) => Ok(v),
@@ -204,7 +203,7 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection()?;
+        let mut conn = self.connection()?.clone();
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
