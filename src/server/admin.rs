@@ -4,12 +4,13 @@
 use super::delivery_log;
 use super::runtime::Runtime;
 use crate::config::OnError;
-use crate::store::queue::unix_ms;
+use crate::store::queue::{unix_ms, DestinationStats};
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// The delivery log page: one file, no asset from outside the binary.
@@ -18,6 +19,10 @@ const UI_PAGE: &str = include_str!("ui.html");
 pub struct Admin {
     pub runtime: Arc<Runtime>,
     pub token: Option<String>,
+    /// The (route, destination) pairs the last scrape's queue gauges were set for. A store may
+    /// leave out a destination with nothing pending or dead (Postgres counts only such rows), and
+    /// its gauges must then fall to zero rather than keep their last value.
+    pub reported: Mutex<HashSet<(String, String)>>,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -98,7 +103,22 @@ impl Admin {
                 return;
             }
         };
-        for s in stats {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let now_reported: HashSet<(String, String)> = stats
+            .iter()
+            .map(|s| (s.route.clone(), s.destination.clone()))
+            .collect();
+        let gone: Vec<DestinationStats> = reported
+            .difference(&now_reported)
+            .map(|(route, destination)| DestinationStats {
+                route: route.clone(),
+                destination: destination.clone(),
+                ..DestinationStats::default()
+            })
+            .collect();
+        *reported = now_reported;
+        drop(reported);
+        for s in stats.into_iter().chain(gone) {
             let labels = [s.route.as_str(), s.destination.as_str()];
             m.queue_deliveries
                 .with_label_values(&[labels[0], labels[1], "pending"])

@@ -229,6 +229,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
             HttpServer::new_app(admin::Admin {
                 runtime: runtime.clone(),
                 token: settings.token.clone(),
+                reported: Default::default(),
             }),
         );
         admin.add_tcp(&addr.to_string());

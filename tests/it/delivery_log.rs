@@ -207,10 +207,26 @@ async fn pages_are_newest_first_without_gaps_or_duplicates_while_deliveries_arri
 
 #[tokio::test]
 async fn filters_and_bulk_retry_of_a_routes_dead_deliveries() {
+    filters_and_bulk_retry_on("file:state.db").await;
+}
+
+/// The log's filters by route, destination and each state, and a route's bulk retry, on the
+/// store at `store_url`.
+pub async fn filters_and_bulk_retry_on(store_url: &str) {
     let app = Upstream::start().await;
     let analytics = Upstream::start().await;
     app.always(500, Duration::ZERO);
-    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n      jitter: 0%\n").await;
+    let body = format!(
+        "  token: \"{TOKEN}\"\n{}",
+        queue_config(
+            &app.url(),
+            &analytics.url(),
+            "      retry: [20ms]\n      jitter: 0%\n"
+        )
+        .replace("file:state.db", store_url)
+    );
+    let gw = Gateway::start(&body).await;
+    crate::postgres::wait_ready(&gw).await;
     let (_, _, done) = queue(&gw, &delivery("job.completed", "b0")).await;
     for i in 1..=3 {
         queue(&gw, &delivery("job.failed", &format!("b{i}"))).await;
@@ -259,6 +275,27 @@ async fn filters_and_bulk_retry_of_a_routes_dead_deliveries() {
     )
     .await;
     assert_eq!(delivered["deliveries"].as_array().unwrap().len(), 4);
+
+    // One more, held at the app: pending until it answers, and listed only as pending.
+    app.always(200, Duration::from_secs(3));
+    let (_, _, held) = queue(&gw, &delivery("job.failed", "b4")).await;
+    let held = held.unwrap();
+    eventually("the held delivery at the app", || app.count() == before + 5).await;
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, pending) = get(&gw, "/api/deliveries?state=pending", Some(TOKEN)).await;
+    assert_eq!(ids(&pending), std::slice::from_ref(&held));
+    let (_, delivered) = get(&gw, "/api/deliveries?state=delivered", Some(TOKEN)).await;
+    assert_eq!(delivered["deliveries"].as_array().unwrap().len(), 4);
+    assert!(!ids(&delivered).contains(&held));
+    let (_, dead) = get(&gw, "/api/deliveries?state=dead", Some(TOKEN)).await;
+    assert_eq!(dead["deliveries"].as_array().unwrap().len(), 0);
 }
 
 /// A gateway with the token whose app answers 500 until told otherwise, and one delivery (of

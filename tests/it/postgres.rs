@@ -12,7 +12,7 @@ fn queue_route_on(db_url: &str, app: &str, analytics: &str, delivery: &str) -> S
     crate::queue::queue_config(app, analytics, delivery).replace("file:state.db", db_url)
 }
 
-async fn wait_ready(gw: &Gateway) {
+pub async fn wait_ready(gw: &Gateway) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let ok = reqwest::get(gw.admin_url("/readyz"))
@@ -451,4 +451,10 @@ async fn a_dead_delivery_is_logged_retried_by_hand_and_purged_after_its_retentio
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(db.query("SELECT count(*) FROM hookgate_attempts"), "0");
+}
+
+#[tokio::test]
+async fn the_delivery_logs_filters_and_bulk_retry_work_on_postgres() {
+    let db = TestDatabase::create();
+    crate::delivery_log::filters_and_bulk_retry_on(&db.url()).await;
 }

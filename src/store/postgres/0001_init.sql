@@ -49,6 +49,9 @@ CREATE INDEX hookgate_destinations_due ON hookgate_destinations (route, name, du
 -- Gauges, max_queued's count of unfinished deliveries, bulk retry: pending and dead ones only.
 CREATE INDEX hookgate_destinations_undelivered
     ON hookgate_destinations (route, name, state, delivery_id) WHERE state <> 'delivered';
+-- The delivery log's dead filter. A destination turns dead rarely, so this costs no write on the
+-- way of an ordinary delivery.
+CREATE INDEX hookgate_destinations_dead ON hookgate_destinations (delivery_id) WHERE state = 'dead';
 
 CREATE TABLE hookgate_attempts (
     delivery_id  BIGINT NOT NULL REFERENCES hookgate_deliveries (id) ON DELETE CASCADE,

@@ -546,6 +546,29 @@ async fn summaries(
 /// destinations run one after the other and the last one's finish check sees the others' states
 /// committed; two records at once would each see the other's destination still pending, and
 /// neither would finish the delivery.
+/// A page of the delivery log, newest first, a delivery's state derived from its destinations
+/// as [`delivery_state`] does. The aggregate runs per delivery on the destinations' key: as
+/// subqueries of the `WHERE`, Postgres's generic plan hashed every pending destination for each
+/// page.
+const LIST: &str = "SELECT id, route, received_ms, key, event FROM hookgate_deliveries d
+    CROSS JOIN LATERAL (
+        SELECT bool_or(x.state = 'dead') AS dead, bool_or(x.state = 'pending') AS pending,
+               bool_or(x.name = $3) AS named
+        FROM hookgate_destinations x WHERE x.delivery_id = d.id) s
+    WHERE id < $1
+      AND ($2::text IS NULL OR route = $2)
+      AND ($3::text IS NULL OR s.named)
+      AND ($4::text IS NULL
+           OR $4 = CASE WHEN s.dead THEN 'dead' WHEN s.pending THEN 'pending' ELSE 'delivered' END)
+    ORDER BY id DESC LIMIT $5";
+/// A page of the deliveries with a dead destination, found through that index.
+const LIST_DEAD: &str = "SELECT id, route, received_ms, key, event FROM hookgate_deliveries d
+    WHERE id IN (SELECT delivery_id FROM hookgate_destinations
+                 WHERE state = 'dead' AND delivery_id < $1)
+      AND ($2::text IS NULL OR route = $2)
+      AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM hookgate_destinations x
+                                       WHERE x.delivery_id = d.id AND x.name = $3))
+    ORDER BY id DESC LIMIT $4";
 const LOCK_DELIVERY: &str = "SELECT 1 FROM hookgate_deliveries WHERE id = $1 FOR NO KEY UPDATE";
 /// An attempt is numbered as its destination numbered it (`Hookgate-Attempt`); an attempt whose
 /// lease ran out and was taken again has a number of its own, so a record never collides but
@@ -809,22 +832,24 @@ impl Queue for PostgresStore {
                 DeliveryState::Delivered => "delivered",
                 DeliveryState::Dead => "dead",
             });
-            let rows = c
-                .query(
-                    &c.prepare_cached(
-                    "SELECT id, route, received_ms, key, event FROM hookgate_deliveries d
-                     WHERE id < $1
-                       AND ($2::text IS NULL OR route = $2)
-                       AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM hookgate_destinations x
-                            WHERE x.delivery_id = d.id AND x.name = $3))
-                       AND ($4::text IS NULL OR $4 = CASE
-                            WHEN EXISTS (SELECT 1 FROM hookgate_destinations x
-                                         WHERE x.delivery_id = d.id AND x.state = 'dead') THEN 'dead'
-                            WHEN EXISTS (SELECT 1 FROM hookgate_destinations x
-                                         WHERE x.delivery_id = d.id AND x.state = 'pending') THEN 'pending'
-                            ELSE 'delivered' END)
-                     ORDER BY id DESC LIMIT $5")
-.await?,
+            // Dead deliveries are few among many: their page is found from the dead
+            // destinations' index rather than by walking every delivery newer than the last dead
+            // one. The other states are read newest first, each delivery's destinations by key,
+            // so a page costs the deliveries it passes over, never the whole pending backlog.
+            let rows = if state == Some("dead") {
+                c.query(
+                    &c.prepare_cached(LIST_DEAD).await?,
+                    &[
+                        &before,
+                        &filter.route,
+                        &filter.destination,
+                        &(limit as i64 + 1),
+                    ],
+                )
+                .await?
+            } else {
+                c.query(
+                    &c.prepare_cached(LIST).await?,
                     &[
                         &before,
                         &filter.route,
@@ -833,11 +858,15 @@ impl Queue for PostgresStore {
                         &(limit as i64 + 1),
                     ],
                 )
-                .await?;
+                .await?
+            };
             let more = rows.len() > limit;
             let page = &rows[..rows.len().min(limit)];
             let next = more
-                .then(|| page.last().map(|r| DeliveryId(r.get::<_, i64>("id") as u64)))
+                .then(|| {
+                    page.last()
+                        .map(|r| DeliveryId(r.get::<_, i64>("id") as u64))
+                })
                 .flatten();
             Ok((summaries(&c, page).await?, next))
         })
