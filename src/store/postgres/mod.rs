@@ -635,6 +635,10 @@ impl Queue for PostgresStore {
         let (route, destination) = (route.to_string(), destination.to_string());
         let name = destination.clone();
         let held_until = ms(now_ms + lease.as_millis() as u64);
+        // The taken rows are updated by their keys as an array. Joined to the `due` rows instead,
+        // the plan a connection keeps could be one made while the table was nearly empty: read
+        // every row of the destination's name and filter by delivery, which costs as much as the
+        // table is large, for each take, for the connection's whole life.
         let rows = self
             .run_on(&self.worker_pool, move |c| async move {
                 c.query(
@@ -647,7 +651,8 @@ impl Queue for PostgresStore {
                         taken AS (
                             UPDATE hookgate_destinations d
                             SET due_ms = $5, attempts = d.attempts + 1, scheduled = d.scheduled + 1
-                            FROM due WHERE d.delivery_id = due.delivery_id AND d.name = $2
+                            WHERE d.delivery_id = ANY (ARRAY (SELECT delivery_id FROM due))
+                              AND d.name = $2
                             RETURNING d.delivery_id, d.attempts, d.scheduled)
                         SELECT t.delivery_id, t.attempts, t.scheduled, x.target, x.headers, x.body,
                                x.received_ms
