@@ -22,10 +22,20 @@ tmp = tempfile.mkdtemp(prefix="hookgate-load-")
 procs = []
 
 
+handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on and not handed out before: the kernel may offer a closed probe's
+    port again, and two gateways given the same one would both listen on it (Pingora sets
+    SO_REUSEPORT) and split its connections between them."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in handed_out:
+            handed_out.add(port)
+            return port
 
 
 def start(cmd, env=None, log="/dev/null"):
