@@ -277,7 +277,7 @@ pub async fn filters_and_bulk_retry_on(store_url: &str) {
     assert_eq!(delivered["deliveries"].as_array().unwrap().len(), 4);
 
     // One more, held at the app: pending until it answers, and listed only as pending.
-    app.always(200, Duration::from_secs(3));
+    app.always(200, Duration::from_secs(15));
     let (_, _, held) = queue(&gw, &delivery("job.failed", "b4")).await;
     let held = held.unwrap();
     eventually("the held delivery at the app", || app.count() == before + 5).await;
