@@ -226,7 +226,8 @@ pub trait Queue: Send + Sync {
     /// Removes up to `limit` delivered or dead deliveries finished before `before_ms`, and
     /// expired keys; returns how many went.
     async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
-    /// Pending and dead counts per destination, for the gauges.
+    /// Pending and dead counts per destination, for the gauges. A destination with nothing
+    /// pending or dead may be left out; the gauges then read zero.
     async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
     /// Resolves when another process sharing the store accepted or retried a delivery (the
     /// worker wakes on it); never, for a store only one process uses.

@@ -226,7 +226,7 @@ pub async fn filters_and_bulk_retry_on(store_url: &str) {
         .replace("file:state.db", store_url)
     );
     let gw = Gateway::start(&body).await;
-    crate::postgres::wait_ready(&gw).await;
+    gw.wait_ready().await;
     let (_, _, done) = queue(&gw, &delivery("job.completed", "b0")).await;
     for i in 1..=3 {
         queue(&gw, &delivery("job.failed", &format!("b{i}"))).await;

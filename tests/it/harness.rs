@@ -574,6 +574,23 @@ impl Gateway {
         format!("http://127.0.0.1:{}{path}", self.admin)
     }
 
+    /// Waits for /readyz: the store answers (a Redis or Postgres store connects in the
+    /// background after the listeners are up).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = reqwest::get(self.admin_url("/readyz"))
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never ready:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits for /healthz and the webhook listener, failing at once with the gateway's log when
     /// the process exits (a config error, a port taken) and after 60 s on a machine too loaded to
     /// start it.

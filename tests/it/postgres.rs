@@ -12,25 +12,6 @@ fn queue_route_on(db_url: &str, app: &str, analytics: &str, delivery: &str) -> S
     crate::queue::queue_config(app, analytics, delivery).replace("file:state.db", db_url)
 }
 
-pub async fn wait_ready(gw: &Gateway) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok = reqwest::get(gw.admin_url("/readyz"))
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never ready:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn ids_per_delivery(up: &Upstream) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     for r in up.received() {
@@ -60,7 +41,7 @@ async fn three_replicas_share_one_queue_and_deliver_each_delivery_once() {
     );
     let replicas = [a, b, c];
     for r in &replicas {
-        wait_ready(r).await;
+        r.wait_ready().await;
     }
     assert_eq!(
         db.query("SELECT count(*) FROM hookgate_schema_migrations"),
@@ -141,7 +122,7 @@ async fn a_killed_replicas_attempts_are_taken_over_after_the_lease() {
         "      timeout: 2s\n      retry: [100ms]\n",
     );
     let mut first = Gateway::start(&cfg).await;
-    wait_ready(&first).await;
+    first.wait_ready().await;
     let mut accepted = Vec::new();
     for i in 0..5 {
         accepted.push(
@@ -155,7 +136,7 @@ async fn a_killed_replicas_attempts_are_taken_over_after_the_lease() {
     first.kill9();
     app.always(200, Duration::ZERO);
     let second = Gateway::start(&cfg).await;
-    wait_ready(&second).await;
+    second.wait_ready().await;
     // Taken up again after delivery.timeout + 30s (PRODUCT.md §9), by the surviving replica.
     eventually_within(
         "every delivery again, after the lease",
@@ -192,8 +173,8 @@ async fn forward_routes_on_postgres_forward_a_delivery_at_most_once() {
         imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
     );
     let (a, b) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg));
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
     let body = delivery("job.completed", "fwd-pg");
     let (url_a, url_b) = (a.http_url("/webhooks/imggo"), b.http_url("/webhooks/imggo"));
     let (ra, rb) = tokio::join!(post_signed(&url_a, &body), post_signed(&url_b, &body));
@@ -240,7 +221,7 @@ async fn a_postgres_outage_is_503_then_recovers_and_nothing_accepted_is_lost() {
         "      retry: [200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms]\n",
     );
     let gw = Gateway::start(&cfg).await;
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     // Accepted while the app is down, so it is still pending when Postgres goes.
     app.always(503, Duration::ZERO);
     let (_, _, before) = queue(&gw, &delivery("job.failed", "out0")).await;
@@ -273,7 +254,7 @@ async fn a_postgres_outage_is_503_then_recovers_and_nothing_accepted_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     eventually_within(
         "both deliveries at the app",
         Duration::from_secs(20),
@@ -306,7 +287,7 @@ async fn a_gateway_started_before_postgres_serves_once_it_answers() {
         "store_unavailable"
     );
     pg.resume();
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     // Migrated on the empty database by the gateway that waited for it; a restart finds it done.
     assert_eq!(
         db.query("SELECT max(version) FROM hookgate_schema_migrations"),
@@ -333,7 +314,7 @@ async fn acceptances_committed_together_keep_one_delivery_per_key() {
         "      retry: [100ms]\n",
     ))
     .await;
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     let mut senders = Vec::new();
     for copy in 0..10 {
         for job in 0..4 {
@@ -389,7 +370,7 @@ async fn a_dead_delivery_is_logged_retried_by_hand_and_purged_after_its_retentio
         queue_route_on(&db.url(), &app.url(), &analytics.url(), delivery_cfg)
     );
     let gw = Gateway::start(&cfg).await;
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     let (status, code, id) = queue(&gw, &delivery("job.completed", "dead1")).await;
     assert_eq!((status, code.as_str()), (200, "queued"));
     let id = id.unwrap();

@@ -541,11 +541,6 @@ async fn summaries(
         .collect())
 }
 
-/// The statements of [`Queue::record`], in the order they run. The first locks the delivery's
-/// row (a lock only: the row is not written), so that the records of one delivery's
-/// destinations run one after the other and the last one's finish check sees the others' states
-/// committed; two records at once would each see the other's destination still pending, and
-/// neither would finish the delivery.
 /// A page of the delivery log, newest first, a delivery's state derived from its destinations
 /// as [`delivery_state`] does. The aggregate runs per delivery on the destinations' key: as
 /// subqueries of the `WHERE`, Postgres's generic plan hashed every pending destination for each
@@ -569,6 +564,12 @@ const LIST_DEAD: &str = "SELECT id, route, received_ms, key, event FROM hookgate
       AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM hookgate_destinations x
                                        WHERE x.delivery_id = d.id AND x.name = $3))
     ORDER BY id DESC LIMIT $4";
+
+/// The statements of [`Queue::record`], in the order they run. The first locks the delivery's
+/// row (a lock only: the row is not written), so that the records of one delivery's
+/// destinations run one after the other and the last one's finish check sees the others' states
+/// committed; two records at once would each see the other's destination still pending, and
+/// neither would finish the delivery.
 const LOCK_DELIVERY: &str = "SELECT 1 FROM hookgate_deliveries WHERE id = $1 FOR NO KEY UPDATE";
 /// An attempt is numbered as its destination numbered it (`Hookgate-Attempt`); an attempt whose
 /// lease ran out and was taken again has a number of its own, so a record never collides but
