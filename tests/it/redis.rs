@@ -297,3 +297,44 @@ async fn a_redis_restart_between_claim_and_complete_still_marks_the_delivery_del
     assert_eq!((status, code.as_str()), (200, "already_processed"));
     assert_eq!(up.count(), 1, "the redelivery was not forwarded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_redis_restart_no_request_fails_on_a_connection_redis_closed() {
+    // Every serving thread holds a connection; Redis restarts while they are idle. The first
+    // claims after it must go out on new connections, not fail with 503 on the closed ones (a
+    // claim that failed is not sent again, since it may have claimed the key).
+    let up = Upstream::start().await;
+    let (port, mut redis, gw) = on_private_redis(&up, "reject").await;
+    let url = gw.http_url("/webhooks/imggo");
+    let burst = |name: &'static str| {
+        let url = url.clone();
+        async move {
+            let sent: Vec<_> = (0..40)
+                .map(|i| {
+                    let (url, body) = (
+                        url.clone(),
+                        delivery("job.completed", &format!("{name}-{i}")),
+                    );
+                    tokio::spawn(async move { answer(post_signed(&url, &body).await).await })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for s in sent {
+                let (status, code, _) = s.await.unwrap();
+                answers.push((status, code));
+            }
+            answers
+        }
+    };
+    let before = burst("before").await;
+    assert!(before.iter().all(|(s, _)| *s == 200), "{before:?}");
+
+    redis.stop();
+    let _redis = PrivateRedis::start_on(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let after = burst("after").await;
+    let refused: Vec<_> = after.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(refused.is_empty(), "refused after the restart: {refused:?}");
+    assert_eq!(up.count(), 80);
+}

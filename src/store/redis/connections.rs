@@ -3,16 +3,18 @@
 //! connection made on the serving thread's runtime writes the command and reads the answer on
 //! the thread that serves the request.
 //!
-//! Every thread's connection dies with a Redis restart, but each finds out only when it is next
-//! used. So the connections share one epoch: the first command that finds its connection
-//! dropped moves the epoch on, and every thread makes a new connection before its next command
-//! instead of failing one request on its dead one.
+//! Every thread's connection dies with a Redis restart. So the connections share one epoch,
+//! moved on as soon as any of them is found gone: by its driver, which ends when Redis closes
+//! the connection, or by a command that failed on it. Every thread then makes a new connection
+//! before its next command instead of failing a request on its dead one (a claim that failed
+//! is not sent again: it may have claimed the key).
 
 use super::super::StoreError;
+use super::batch::Batch;
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
 
@@ -22,31 +24,32 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 pub struct ThreadConnections {
     client: redis::Client,
-    config: AsyncConnectionConfig,
-    epoch: AtomicU64,
+    /// A connection attempt's and a command's limit.
+    timeout: Duration,
+    epoch: Arc<AtomicU64>,
     local: ThreadLocal<RefCell<Local>>,
 }
 
 #[derive(Default)]
 struct Local {
-    conn: Option<(u64, MultiplexedConnection)>,
+    conn: Option<Connection>,
     failed_at: Option<Instant>,
 }
 
-/// A connection and the epoch it was made in, to report it dropped.
+/// A connection, its batch task, and the epoch it was made in, to report it dropped.
+#[derive(Clone)]
 pub struct Connection {
     pub epoch: u64,
     pub conn: MultiplexedConnection,
+    pub batch: Batch,
 }
 
 impl ThreadConnections {
     pub fn new(client: redis::Client, timeout: Duration) -> Self {
         Self {
             client,
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(timeout)
-                .set_response_timeout(timeout),
-            epoch: AtomicU64::new(0),
+            timeout,
+            epoch: Arc::default(),
             local: ThreadLocal::new(),
         }
     }
@@ -57,13 +60,8 @@ impl ThreadConnections {
         let epoch = self.epoch.load(Ordering::Acquire);
         {
             let local = self.local.get_or_default().borrow();
-            if let Some((e, conn)) = &local.conn {
-                if *e == epoch {
-                    return Ok(Connection {
-                        epoch,
-                        conn: conn.clone(),
-                    });
-                }
+            if let Some(conn) = local.conn.as_ref().filter(|c| c.epoch == epoch) {
+                return Ok(conn.clone());
             }
             if local
                 .failed_at
@@ -74,24 +72,41 @@ impl ThreadConnections {
                 ));
             }
         }
-        let made = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await;
+        let made = self.connect(epoch).await;
         // The task may have moved to another thread while connecting: the connection is kept
         // by the thread it is on now, which is where it is used next.
         let mut local = self.local.get_or_default().borrow_mut();
         match made {
             Ok(conn) => {
-                local.conn = Some((epoch, conn.clone()));
+                let batch = Batch::start(conn.clone());
+                let conn = Connection { epoch, conn, batch };
+                local.conn = Some(conn.clone());
                 local.failed_at = None;
-                Ok(Connection { epoch, conn })
+                Ok(conn)
             }
             Err(e) => {
                 local.failed_at = Some(Instant::now());
-                Err(StoreError::Unavailable(e.to_string()))
+                Err(StoreError::Unavailable(e))
             }
         }
+    }
+
+    /// A new connection, its driver on this thread's runtime. The driver ends when the
+    /// connection is gone, and then moves the epoch on if the connection is of the current one.
+    async fn connect(&self, epoch: u64) -> Result<MultiplexedConnection, String> {
+        let connecting = self
+            .client
+            .create_multiplexed_tokio_connection_with_response_timeout(self.timeout);
+        let (conn, driver) = tokio::time::timeout(self.timeout, connecting)
+            .await
+            .map_err(|_| "connecting to Redis timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let epochs = self.epoch.clone();
+        tokio::spawn(async move {
+            driver.await;
+            let _ = epochs.compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire);
+        });
+        Ok(conn)
     }
 
     /// A command on a connection of `epoch` found it dropped: every thread's connection of that

@@ -6,15 +6,23 @@
 //! Records are `<prefix>:<route>:<key hex>` holding either `c:<token>` (a claim, `PX lease`) or
 //! `d` (delivered, `PX ttl`). Complete and release compare the caller's token first, so a gateway
 //! whose lease ran out can never delete or overwrite another gateway's claim.
+//!
+//! A claim is one plain `SET … NX PX … GET` (Redis 7.0 and later): Redis runs it in a fraction of
+//! a script's time, and Redis shares the machine's cores with the gateways in front of it. The
+//! rare claim that finds the key held by another gateway asks for its `PTTL` in a second step. A
+//! Redis older than 7.0 refuses `NX` with `GET`; from the first refusal on, claims run as a script.
 
+mod batch;
 mod connections;
 
 use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
-use connections::{is_dropped, ThreadConnections};
+use batch::Failed;
+use connections::{is_dropped, Connection, ThreadConnections};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, Script, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, RedisError, Script, ToRedisArgs, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +53,8 @@ pub struct RedisStore {
     threads: ThreadConnections,
     prefix: String,
     claim: Script,
+    /// Set when Redis refused `SET` with both `NX` and `GET` (before 7.0): claims run `claim`.
+    scripted_claims: AtomicBool,
     complete: Script,
     release: Script,
 }
@@ -115,6 +125,7 @@ impl RedisStore {
             threads,
             prefix: prefix.to_string(),
             claim: Script::new(CLAIM),
+            scripted_claims: AtomicBool::new(false),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
         })
@@ -131,33 +142,150 @@ impl RedisStore {
         format!("{}:{}:{}", self.prefix, key.scope, key.hex())
     }
 
-    /// Runs a script on this thread's connection. A connection found dropped is made again
-    /// (on every thread) before the next command; with `once_more`, for a script that may
-    /// safely run twice (complete, release: owner-checked), this one is also sent again on the
-    /// new connection. A failed complete would leave a delivered key claimed until its lease
-    /// ran out. A claim is not resent: one whose answer was lost may have claimed the key.
-    async fn invoke<T: FromRedisValue>(
+    /// Sends a request on this thread's connection, in its next pipeline. A connection found
+    /// dropped is made again (on every thread) before the next command; with `once_more`, for a
+    /// request that may safely run twice (complete, release: owner-checked), this one is also
+    /// sent again on the new connection. A failed complete would leave a delivered key claimed
+    /// until its lease ran out. A claim is not resent: one whose answer was lost may have
+    /// claimed the key.
+    async fn send<T: FromRedisValue>(
         &self,
-        invocation: &ScriptInvocation<'_>,
+        request: &Request<'_>,
         once_more: bool,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, SendError> {
         self.connection()?;
-        let mut c = self.threads.get().await?;
-        match invocation.invoke_async(&mut c.conn).await {
-            Ok(v) => Ok(v),
-            Err(e) if is_dropped(&e) => {
+        let c = self.threads.get().await?;
+        let answer = match request.send(&c).await {
+            Err(failed) if failed.dropped => {
                 self.threads.dropped(c.epoch);
                 if !once_more {
-                    return Err(StoreError::Unavailable(e.to_string()));
+                    return Err(StoreError::Unavailable(failed.message).into());
                 }
-                let mut c = self.threads.get().await?;
-                invocation
-                    .invoke_async(&mut c.conn)
-                    .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))
+                let c = self.threads.get().await?;
+                request.send(&c).await
             }
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            answer => answer,
+        };
+        let value = answer.map_err(|failed| StoreError::Unavailable(failed.message))?;
+        match value.extract_error() {
+            Ok(value) => T::from_owned_redis_value(value).map_err(|e| unavailable(e).into()),
+            Err(refused) => Err(SendError::Refused(refused)),
         }
+    }
+
+    /// [`Self::send`], with a refused command counted as the store being unavailable.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        request: &Request<'_>,
+        once_more: bool,
+    ) -> Result<T, StoreError> {
+        self.send(request, once_more).await.map_err(|e| match e {
+            SendError::Refused(e) => unavailable(e),
+            SendError::Store(e) => e,
+        })
+    }
+
+    /// The claim as one `SET NX PX GET`; `None` when Redis refused the command (before 7.0).
+    async fn claim_by_set(
+        &self,
+        redis_key: &str,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> Option<Result<Claim, StoreError>> {
+        let mut set = redis::cmd("SET");
+        set.arg(redis_key)
+            .arg(claim_value(token))
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(lease))
+            .arg("GET");
+        let held: Option<String> = match self.send(&Request::Command(set), false).await {
+            Ok(held) => held,
+            Err(SendError::Refused(refused)) => {
+                tracing::warn!(error = %refused, "Redis refused SET with NX and GET (it needs Redis 7.0); claiming with a script from now on");
+                self.scripted_claims.store(true, Ordering::Relaxed);
+                return None;
+            }
+            Err(SendError::Store(e)) => return Some(Err(e)),
+        };
+        Some(match held.as_deref() {
+            None => Ok(Claim::Claimed(token)),
+            Some("d") => Ok(Claim::Delivered),
+            Some(_) => {
+                let mut pttl = redis::cmd("PTTL");
+                pttl.arg(redis_key);
+                self.invoke::<i64>(&Request::Command(pttl), false)
+                    .await
+                    .map(in_flight)
+            }
+        })
+    }
+}
+
+/// One step's request: a plain command, or a script's `EVALSHA` (the script is loaded into Redis
+/// and the command sent again when Redis does not know it yet).
+enum Request<'a> {
+    Command(Cmd),
+    Script(&'a Script, Cmd),
+}
+
+impl Request<'_> {
+    /// `EVALSHA` of `script` on one key; the caller adds its arguments.
+    fn script<'a>(script: &'a Script, key: String) -> Request<'a> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(1).arg(key);
+        Request::Script(script, cmd)
+    }
+
+    fn arg(mut self, arg: impl ToRedisArgs) -> Self {
+        match &mut self {
+            Request::Command(cmd) | Request::Script(_, cmd) => {
+                cmd.arg(arg);
+            }
+        }
+        self
+    }
+
+    async fn send(&self, c: &Connection) -> Result<Value, Failed> {
+        match self {
+            Request::Command(cmd) => c.batch.send(cmd.clone()).await,
+            Request::Script(script, cmd) => match c.batch.send(cmd.clone()).await? {
+                Value::ServerError(e) if e.code() == "NOSCRIPT" => {
+                    script
+                        .load_async(&mut c.conn.clone())
+                        .await
+                        .map_err(|e| Failed {
+                            dropped: is_dropped(&e),
+                            message: e.to_string(),
+                        })?;
+                    c.batch.send(cmd.clone()).await
+                }
+                answer => Ok(answer),
+            },
+        }
+    }
+}
+
+/// Why a request failed: Redis answered it with an error, or the store could not be reached.
+enum SendError {
+    Refused(RedisError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for SendError {
+    fn from(e: StoreError) -> Self {
+        SendError::Store(e)
+    }
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Another gateway holds the key's claim, which runs out in `pttl` ms (below 0: already gone).
+fn in_flight(pttl: i64) -> Claim {
+    Claim::InFlight {
+        retry_after: Duration::from_millis(pttl.max(0) as u64),
     }
 }
 
@@ -173,15 +301,20 @@ fn millis(d: Duration) -> u64 {
 impl Store for RedisStore {
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claim, StoreError> {
         let token = ClaimToken::random();
-        let mut invocation = self.claim.key(self.redis_key(key));
-        invocation.arg(claim_value(token)).arg(millis(lease));
-        let (state, pttl): (String, i64) = self.invoke(&invocation, false).await?;
+        let redis_key = self.redis_key(key);
+        if !self.scripted_claims.load(Ordering::Relaxed) {
+            if let Some(claimed) = self.claim_by_set(&redis_key, token, lease).await {
+                return claimed;
+            }
+        }
+        let request = Request::script(&self.claim, redis_key)
+            .arg(claim_value(token))
+            .arg(millis(lease));
+        let (state, pttl): (String, i64) = self.invoke(&request, false).await?;
         Ok(match state.as_str() {
             "claimed" => Claim::Claimed(token),
             "d" => Claim::Delivered,
-            _ => Claim::InFlight {
-                retry_after: Duration::from_millis(pttl.max(0) as u64),
-            },
+            _ => in_flight(pttl),
         })
     }
 
@@ -191,15 +324,15 @@ impl Store for RedisStore {
         token: ClaimToken,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.complete.key(self.redis_key(key));
-        invocation.arg(claim_value(token)).arg(millis(ttl));
-        self.invoke::<i64>(&invocation, true).await.map(|_| ())
+        let request = Request::script(&self.complete, self.redis_key(key))
+            .arg(claim_value(token))
+            .arg(millis(ttl));
+        self.invoke::<i64>(&request, true).await.map(|_| ())
     }
 
     async fn release(&self, key: &DeliveryKey, token: ClaimToken) -> Result<(), StoreError> {
-        let mut invocation = self.release.key(self.redis_key(key));
-        invocation.arg(claim_value(token));
-        self.invoke::<i64>(&invocation, true).await.map(|_| ())
+        let request = Request::script(&self.release, self.redis_key(key)).arg(claim_value(token));
+        self.invoke::<i64>(&request, true).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -215,3 +348,6 @@ impl Store for RedisStore {
         "redis"
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! The claim on a Redis older than 7.0, which refuses `SET` with both `NX` and `GET`. No such
+//! Redis is installed here, so a stand-in speaks the protocol: it refuses that `SET` as Redis
+//! 6.2 does, answers a script's claim, and records every command it got.
+
+use super::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+
+type Commands = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// Reads one command (a RESP array of bulk strings); `None` when the client hung up.
+fn read_command(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+    let mut args = Vec::with_capacity(count);
+    for _ in 0..count {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+        let mut arg = vec![0; len + 2];
+        reader.read_exact(&mut arg).ok()?;
+        arg.truncate(len);
+        args.push(String::from_utf8(arg).ok()?);
+    }
+    Some(args)
+}
+
+fn answer(command: &[String]) -> &'static [u8] {
+    let name = command[0].to_ascii_uppercase();
+    let has = |word: &str| command.iter().any(|a| a.eq_ignore_ascii_case(word));
+    match name.as_str() {
+        "SET" if has("NX") && has("GET") => b"-ERR syntax error\r\n",
+        "EVALSHA" => b"*2\r\n$7\r\nclaimed\r\n:0\r\n",
+        "PING" => b"+PONG\r\n",
+        _ => b"+OK\r\n",
+    }
+}
+
+/// A Redis 6.2 stand-in on a free port, and the commands it got.
+fn redis_before_7() -> (u16, Commands) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let commands: Commands = Arc::default();
+    let seen = commands.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                while let Some(command) = read_command(&mut reader) {
+                    let reply = answer(&command);
+                    seen.lock().unwrap().push(command);
+                    if writer.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, commands)
+}
+
+fn key(id: u128) -> DeliveryKey {
+    DeliveryKey {
+        scope: "imggo".into(),
+        id,
+        lease: Duration::from_secs(60),
+        ttl: Duration::from_secs(3600),
+    }
+}
+
+#[tokio::test]
+async fn a_redis_before_7_refusing_set_nx_get_gets_every_claim_by_script() {
+    let (port, commands) = redis_before_7();
+    let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "t").unwrap();
+
+    for id in 1..=3 {
+        let claim = store.claim(&key(id), Duration::from_secs(60)).await;
+        assert!(
+            matches!(claim, Ok(Claim::Claimed(_))),
+            "claim {id}: {claim:?}"
+        );
+    }
+
+    let commands = commands.lock().unwrap();
+    let named = |name: &str| {
+        commands
+            .iter()
+            .filter(|c| c[0].eq_ignore_ascii_case(name))
+            .count()
+    };
+    assert_eq!(named("SET"), 1, "only the first claim tries SET NX GET");
+    assert_eq!(named("EVALSHA"), 3, "every claim ran the script");
+}
