@@ -399,8 +399,9 @@ pub struct FileStore {
     db: Slot,
     writer: Mutex<mpsc::Sender<Op>>,
     counts: Arc<Mutex<Counts>>,
-    /// Attempts in progress, (delivery id, destination) → held until (their lease).
-    in_flight: Mutex<HashMap<(u64, String), Instant>>,
+    /// Attempts in progress: destination → delivery id → held until (their lease). A take walks
+    /// past the held rows at the front of its destination's due index, so each costs one probe.
+    in_flight: Mutex<HashMap<String, HashMap<u64, Instant>>>,
 }
 
 impl FileStore {
@@ -820,12 +821,13 @@ impl Queue for FileStore {
         let deliveries = read.open_table(DELIVERIES).map_err(err)?;
         let payloads = read.open_table(PAYLOADS).map_err(err)?;
         let mut taken = Vec::new();
-        let held_until = Instant::now() + lease;
+        let now = Instant::now();
+        let held_until = now + lease;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let held = in_flight.entry(destination.to_string()).or_default();
         // Holds whose lease ran out (their outcome was never recorded) are due again: forget them,
         // so the map stays as small as the attempts actually in progress.
-        let now = Instant::now();
-        in_flight.retain(|_, until| *until > now);
+        held.retain(|_, until| *until > now);
         for row in due
             .range((key.as_str(), 0, 0)..=(key.as_str(), now_ms, u64::MAX))
             .map_err(err)?
@@ -834,10 +836,7 @@ impl Queue for FileStore {
                 break;
             }
             let id = row.map_err(err)?.0.value().2;
-            if in_flight
-                .get(&(id, destination.to_string()))
-                .is_some_and(|until| *until > Instant::now())
-            {
+            if held.contains_key(&id) {
                 continue;
             }
             let Some(d) = stored_delivery(&deliveries, id)? else {
@@ -852,7 +851,7 @@ impl Queue for FileStore {
                 .map(|v| Bytes::copy_from_slice(v.value()))
                 .unwrap_or_default();
             let head_len = d.head_len.min(payload.len());
-            in_flight.insert((id, destination.to_string()), held_until);
+            held.insert(id, held_until);
             taken.push(DueAttempt {
                 id: DeliveryId(id),
                 destination: destination.to_string(),
@@ -872,15 +871,17 @@ impl Queue for FileStore {
         let read = self.database()?.begin_read().map_err(err)?;
         let due = read.open_table(DUE).map_err(err)?;
         let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let held = in_flight.get(destination);
+        let now = Instant::now();
         for row in due
             .range((key.as_str(), 0, 0)..=(key.as_str(), u64::MAX, u64::MAX))
             .map_err(err)?
         {
             let (_, at, id) = row.map_err(err)?.0.value();
-            let held = in_flight
-                .get(&(id, destination.to_string()))
-                .is_some_and(|until| *until > Instant::now());
-            if !held {
+            let is_held = held
+                .and_then(|h| h.get(&id))
+                .is_some_and(|until| *until > now);
+            if !is_held {
                 return Ok(Some(at));
             }
         }
@@ -890,7 +891,7 @@ impl Queue for FileStore {
     async fn record(&self, r: AttemptResult) -> Result<(), StoreError> {
         // Recorded without waiting for a sync: the writer syncs within `SYNC_EVERY` (or with the
         // next acceptance). A crash before that delivers the attempt again: at least once.
-        let taken = (r.id.0, r.destination.clone());
+        let (taken, destination) = (r.id.0, r.destination.clone());
         let result = self
             .write(false, move |t, batch| {
                 let now = unix_ms(SystemTime::now());
@@ -948,10 +949,14 @@ impl Queue for FileStore {
         // Recorded: the destination is due again (or done) by what the store says. Not recorded:
         // it stays held until its lease runs out, then it is attempted again.
         if result.is_ok() {
-            self.in_flight
+            if let Some(held) = self
+                .in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&taken);
+                .get_mut(&destination)
+            {
+                held.remove(&taken);
+            }
         }
         result
     }
