@@ -201,11 +201,14 @@ impl RedisStore {
             .arg("GET");
         let held: Option<String> = match self.send(&Request::Command(set), false).await {
             Ok(held) => held,
-            Err(SendError::Refused(refused)) => {
+            // Redis before 7.0 answers a syntax error. Other refusals (out of memory, a
+            // read-only replica) say nothing about the command and would refuse the script too.
+            Err(SendError::Refused(refused)) if refused.to_string().contains("syntax error") => {
                 tracing::warn!(error = %refused, "Redis refused SET with NX and GET (it needs Redis 7.0); claiming with a script from now on");
                 self.scripted_claims.store(true, Ordering::Relaxed);
                 return None;
             }
+            Err(SendError::Refused(refused)) => return Some(Err(unavailable(refused))),
             Err(SendError::Store(e)) => return Some(Err(e)),
         };
         Some(match held.as_deref() {

@@ -1,6 +1,7 @@
 //! The claim on a Redis older than 7.0, which refuses `SET` with both `NX` and `GET`. No such
-//! Redis is installed here, so a stand-in speaks the protocol: it refuses that `SET` as Redis
-//! 6.2 does, answers a script's claim, and records every command it got.
+//! Redis is installed here, so a stand-in speaks the protocol: it refuses that `SET` as told (as
+//! Redis 6.2 does, or as a full Redis does), answers a script's claim, and records every command
+//! it got.
 
 use super::*;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,19 +28,24 @@ fn read_command(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
     Some(args)
 }
 
-fn answer(command: &[String]) -> &'static [u8] {
+/// How Redis 6.2 refuses `SET` with `NX` and `GET`.
+const BEFORE_7: &[u8] = b"-ERR syntax error\r\n";
+/// How a Redis at its `maxmemory` refuses any write.
+const FULL: &[u8] = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+
+fn answer(command: &[String], set_refusal: &'static [u8]) -> &'static [u8] {
     let name = command[0].to_ascii_uppercase();
     let has = |word: &str| command.iter().any(|a| a.eq_ignore_ascii_case(word));
     match name.as_str() {
-        "SET" if has("NX") && has("GET") => b"-ERR syntax error\r\n",
+        "SET" if has("NX") && has("GET") => set_refusal,
         "EVALSHA" => b"*2\r\n$7\r\nclaimed\r\n:0\r\n",
         "PING" => b"+PONG\r\n",
         _ => b"+OK\r\n",
     }
 }
 
-/// A Redis 6.2 stand-in on a free port, and the commands it got.
-fn redis_before_7() -> (u16, Commands) {
+/// A stand-in on a free port that refuses `SET NX GET` with `set_refusal`, and the commands it got.
+fn stand_in(set_refusal: &'static [u8]) -> (u16, Commands) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let commands: Commands = Arc::default();
@@ -51,7 +57,7 @@ fn redis_before_7() -> (u16, Commands) {
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
                 while let Some(command) = read_command(&mut reader) {
-                    let reply = answer(&command);
+                    let reply = answer(&command, set_refusal);
                     seen.lock().unwrap().push(command);
                     if writer.write_all(reply).is_err() {
                         return;
@@ -74,7 +80,7 @@ fn key(id: u128) -> DeliveryKey {
 
 #[tokio::test]
 async fn a_redis_before_7_refusing_set_nx_get_gets_every_claim_by_script() {
-    let (port, commands) = redis_before_7();
+    let (port, commands) = stand_in(BEFORE_7);
     let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "t").unwrap();
 
     for id in 1..=3 {
@@ -94,4 +100,28 @@ async fn a_redis_before_7_refusing_set_nx_get_gets_every_claim_by_script() {
     };
     assert_eq!(named("SET"), 1, "only the first claim tries SET NX GET");
     assert_eq!(named("EVALSHA"), 3, "every claim ran the script");
+}
+
+#[tokio::test]
+async fn a_full_redis_refusing_the_claim_does_not_switch_claims_to_the_script() {
+    let (port, commands) = stand_in(FULL);
+    let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "t").unwrap();
+
+    for id in 1..=2 {
+        let claim = store.claim(&key(id), Duration::from_secs(60)).await;
+        assert!(
+            matches!(claim, Err(StoreError::Unavailable(_))),
+            "claim {id}: {claim:?}"
+        );
+    }
+
+    let commands = commands.lock().unwrap();
+    let named = |name: &str| {
+        commands
+            .iter()
+            .filter(|c| c[0].eq_ignore_ascii_case(name))
+            .count()
+    };
+    assert_eq!(named("SET"), 2, "each claim tried SET NX GET");
+    assert_eq!(named("EVALSHA"), 0);
 }
