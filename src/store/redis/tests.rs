@@ -78,19 +78,18 @@ fn key(id: u128) -> DeliveryKey {
     }
 }
 
-#[tokio::test]
-async fn a_redis_before_7_refusing_set_nx_get_gets_every_claim_by_script() {
-    let (port, commands) = stand_in(BEFORE_7);
+/// Claims keys 1..=n on a stand-in refusing `SET NX GET` with `set_refusal`; returns each
+/// claim's outcome and how many `SET` and `EVALSHA` commands the stand-in got.
+async fn claims(
+    n: u128,
+    set_refusal: &'static [u8],
+) -> (Vec<Result<Claim, StoreError>>, usize, usize) {
+    let (port, commands) = stand_in(set_refusal);
     let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "t").unwrap();
-
-    for id in 1..=3 {
-        let claim = store.claim(&key(id), Duration::from_secs(60)).await;
-        assert!(
-            matches!(claim, Ok(Claim::Claimed(_))),
-            "claim {id}: {claim:?}"
-        );
+    let mut outcomes = Vec::new();
+    for id in 1..=n {
+        outcomes.push(store.claim(&key(id), Duration::from_secs(60)).await);
     }
-
     let commands = commands.lock().unwrap();
     let named = |name: &str| {
         commands
@@ -98,30 +97,28 @@ async fn a_redis_before_7_refusing_set_nx_get_gets_every_claim_by_script() {
             .filter(|c| c[0].eq_ignore_ascii_case(name))
             .count()
     };
-    assert_eq!(named("SET"), 1, "only the first claim tries SET NX GET");
-    assert_eq!(named("EVALSHA"), 3, "every claim ran the script");
+    (outcomes, named("SET"), named("EVALSHA"))
+}
+
+#[tokio::test]
+async fn a_redis_before_7_refusing_set_nx_get_gets_every_claim_by_script() {
+    let (outcomes, sets, scripts) = claims(3, BEFORE_7).await;
+    for claim in &outcomes {
+        assert!(matches!(claim, Ok(Claim::Claimed(_))), "{outcomes:?}");
+    }
+    assert_eq!(sets, 1, "only the first claim tries SET NX GET");
+    assert_eq!(scripts, 3, "every claim ran the script");
 }
 
 #[tokio::test]
 async fn a_full_redis_refusing_the_claim_does_not_switch_claims_to_the_script() {
-    let (port, commands) = stand_in(FULL);
-    let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "t").unwrap();
-
-    for id in 1..=2 {
-        let claim = store.claim(&key(id), Duration::from_secs(60)).await;
+    let (outcomes, sets, scripts) = claims(2, FULL).await;
+    for claim in &outcomes {
         assert!(
             matches!(claim, Err(StoreError::Unavailable(_))),
-            "claim {id}: {claim:?}"
+            "{outcomes:?}"
         );
     }
-
-    let commands = commands.lock().unwrap();
-    let named = |name: &str| {
-        commands
-            .iter()
-            .filter(|c| c[0].eq_ignore_ascii_case(name))
-            .count()
-    };
-    assert_eq!(named("SET"), 2, "each claim tried SET NX GET");
-    assert_eq!(named("EVALSHA"), 0);
+    assert_eq!(sets, 2, "each claim tried SET NX GET");
+    assert_eq!(scripts, 0);
 }
