@@ -236,7 +236,9 @@ routes:
         text = text.replace(f"127.0.0.1:{admin_port}", f"127.0.0.1:{ports['admin-' + name]}")
         text = re.sub(r"upgrade[-a-z]*\.sock", f"upgrade-{name}.sock", text)
         database = f"{pg_db}_fwd" if source == config else f"{pg_db}_queue"
-        text = re.sub(r"store: \{[^\n]*\}", f'store: {{ url: "{PG}/{database}" }}', text)
+        # Plain TCP to the database, as qhook and the Redis target get: without `sslmode`,
+        # hookgate (like libpq) negotiates TLS with a server that offers it, which Debian's does.
+        text = re.sub(r"store: \{[^\n]*\}", f'store: {{ url: "{PG}/{database}?sslmode=disable" }}', text)
         open(path, "w").write(text)
         sessions[name] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", path],
                                env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
