@@ -9,7 +9,7 @@
 
 use super::connections::is_dropped;
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, Value};
+use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 /// At most this many commands in one pipeline.
@@ -50,6 +50,16 @@ impl Batch {
             .send(Queued { cmd, reply })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl Failed {
+    /// The failure `e` is: a dropped connection or another.
+    pub fn of(e: &RedisError) -> Self {
+        Failed {
+            dropped: is_dropped(e),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -96,15 +106,7 @@ async fn send(
             let dropped = true;
             return fail(replies, Failed { dropped, message });
         }
-        Err(e) => {
-            return fail(
-                replies,
-                Failed {
-                    dropped: is_dropped(&e),
-                    message: e.to_string(),
-                },
-            )
-        }
+        Err(e) => return fail(replies, Failed::of(&e)),
     };
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(Ok(answer));

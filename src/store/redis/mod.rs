@@ -19,7 +19,7 @@ use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
 use batch::Failed;
-use connections::{is_dropped, Connection, ThreadConnections};
+use connections::{Connection, ThreadConnections};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, RedisError, Script, ToRedisArgs, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -257,10 +257,7 @@ impl Request<'_> {
                     script
                         .load_async(&mut c.conn.clone())
                         .await
-                        .map_err(|e| Failed {
-                            dropped: is_dropped(&e),
-                            message: e.to_string(),
-                        })?;
+                        .map_err(|e| Failed::of(&e))?;
                     c.batch.send(cmd.clone()).await
                 }
                 answer => Ok(answer),
