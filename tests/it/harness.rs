@@ -296,31 +296,50 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start_on(port: u16) -> Self {
+        Self::start(&["--port".into(), port.to_string()], || redis_answers(port))
+    }
+
+    /// Speaking only TLS on `port` with `cert` and `key` (the certificate is its own CA; clients
+    /// are not asked for one). Ready when it accepts connections.
+    pub fn start_tls_on(port: u16, cert: &Path, key: &Path) -> Self {
+        let args = [
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        Self::start(&args, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+    }
+
+    fn start(listen: &[String], ready: impl Fn() -> bool) -> Self {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh)");
-        // Ready when it answers PING (it accepts connections before it has loaded).
+        let redis = PrivateRedis { child: Some(child) };
+        // Ready when it answers (it accepts connections before it has loaded).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !redis_answers(port) {
+        while !ready() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "private redis-server on port {port} did not answer PING within 10 s"
+                "private redis-server {listen:?} was not ready within 10 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        PrivateRedis { child: Some(child) }
+        redis
     }
 
     pub fn stop(&mut self) {
@@ -1093,4 +1112,41 @@ impl Drop for PrivatePostgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+// ---------------------------------------------------------------- certificates
+
+/// A self-signed certificate and key for localhost with `cn`, written to `dir`.
+pub fn make_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }

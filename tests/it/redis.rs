@@ -339,83 +339,15 @@ async fn after_a_redis_restart_no_request_fails_on_a_connection_redis_closed() {
     assert_eq!(up.count(), 80);
 }
 
-/// A redis-server speaking only TLS on a port of its own, with a certificate for 127.0.0.1;
-/// returns the port, the certificate (to trust) and the server.
-fn tls_redis(dir: &std::path::Path) -> (u16, String, std::process::Child) {
-    let (cert, key) = (dir.join("redis.crt"), dir.join("redis.key"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args([
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl must be installed");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let port = free_port();
-    let server = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--tls-ca-cert-file")
-        .arg(&cert)
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (scripts/setup.sh)");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server with TLS did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (port, cert.display().to_string(), server)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rediss_url_reaches_redis_over_tls_and_checks_its_certificate() {
     // Managed Redis services speak TLS (rediss://). The certificate is checked like any
     // OpenSSL client's: against the system's roots, or SSL_CERT_FILE.
     let dir = tempfile::tempdir().unwrap();
-    let (port, cert, mut server) = tls_redis(dir.path());
+    let (cert, key) = make_cert(dir.path(), "redis");
+    let port = free_port();
+    let _redis = PrivateRedis::start_tls_on(port, &cert, &key);
+    let cert = cert.display().to_string();
     let up = Upstream::start().await;
     let config = format!(
         "{}routes:\n{}",
@@ -442,6 +374,4 @@ async fn a_rediss_url_reaches_redis_over_tls_and_checks_its_certificate() {
         answer(post_signed(&doubting.http_url("/webhooks/imggo"), &other).await).await;
     assert_eq!((status, code.as_str()), (503, "store_unavailable"));
     assert_eq!(up.count(), 1);
-    let _ = server.kill();
-    let _ = server.wait();
 }
