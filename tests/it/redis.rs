@@ -373,5 +373,7 @@ async fn a_rediss_url_reaches_redis_over_tls_and_checks_its_certificate() {
     let (status, code, _) =
         answer(post_signed(&doubting.http_url("/webhooks/imggo"), &other).await).await;
     assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    let ready = reqwest::get(doubting.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready without a store it trusts");
     assert_eq!(up.count(), 1);
 }
