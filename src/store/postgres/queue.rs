@@ -1,0 +1,357 @@
+//! The delivery queue on Postgres: acceptances, the workers' takes and records, the retention
+//! purge, gauges, and retries by hand.
+
+use super::accept::Acceptance;
+use super::{log, ms, PostgresStore};
+use crate::pipeline::DeliveryKey;
+use crate::store::queue::{
+    unix_ms, AttemptResult, DeliveryDetail, DeliveryId, DeliverySummary, DestinationStats,
+    DueAttempt, Enqueued, ListFilter, NewDelivery, Queue,
+};
+use crate::store::StoreError;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+use tokio_postgres::types::ToSql;
+
+/// The statements of [`Queue::record`], in the order they run. The first locks the delivery's
+/// row (a lock only: the row is not written), so that the records of one delivery's
+/// destinations run one after the other and the last one's finish check sees the others' states
+/// committed; two records at once would each see the other's destination still pending, and
+/// neither would finish the delivery.
+const LOCK_DELIVERY: &str = "SELECT 1 FROM hookgate_deliveries WHERE id = $1 FOR NO KEY UPDATE";
+/// An attempt is numbered as its destination numbered it (`Hookgate-Attempt`); an attempt whose
+/// lease ran out and was taken again has a number of its own, so a record never collides but
+/// for the same attempt recorded twice, which keeps the first.
+const INSERT_ATTEMPT: &str = "INSERT INTO hookgate_attempts
+        (delivery_id, n, destination, started_ms, duration_ms, status, error)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+/// Only the attempt in progress moves the state: a retry by hand may have superseded it.
+const UPDATE_DESTINATION: &str =
+    "UPDATE hookgate_destinations SET last_status = $3, last_error = $4,
+        state = CASE WHEN state = 'pending' AND attempts = $5 THEN $6 ELSE state END,
+        due_ms = CASE WHEN state = 'pending' AND attempts = $5 THEN $7 ELSE due_ms END
+    WHERE delivery_id = $1 AND name = $2";
+/// The delivery's destinations are read by its key alone: with `state = 'pending'` in the
+/// condition, the generic plan Postgres settles on after five calls walks the partial index of
+/// pending destinations instead, which costs as much as the backlog is long.
+const FINISH_DELIVERY: &str = "INSERT INTO hookgate_finished (delivery_id, finished_ms)
+    SELECT $1, $2 WHERE (
+        SELECT bool_and(state <> 'pending') FROM hookgate_destinations WHERE delivery_id = $1)
+    ON CONFLICT DO NOTHING";
+
+#[async_trait]
+impl Queue for PostgresStore {
+    async fn enqueue(&self, new: NewDelivery) -> Result<Enqueued, StoreError> {
+        if self.open_count(&new.route).await? >= ms(new.max_queued) {
+            return Ok(Enqueued::Full);
+        }
+        self.ensure_ready()?;
+        let now = ms(unix_ms(SystemTime::now()));
+        let route = new.route.clone();
+        let outcome = self
+            .accepts
+            .accept(Acceptance {
+                key: new.key.as_ref().map(|k| k.id.to_be_bytes().to_vec()),
+                key_hex: new.key.as_ref().map(DeliveryKey::hex),
+                key_expires: new
+                    .key
+                    .as_ref()
+                    .map_or(0, |k| now + ms(k.ttl.as_millis() as u64)),
+                now,
+                received_ms: ms(new.received_ms),
+                route: new.route,
+                event: new.event,
+                target: new.target,
+                headers: new.headers,
+                body: new.body,
+                destinations: new.destinations,
+            })
+            .await?;
+        if matches!(outcome, Enqueued::Queued(_)) {
+            self.count_accepted(&route);
+        }
+        Ok(outcome)
+    }
+
+    async fn take_due(
+        &self,
+        route: &str,
+        destination: &str,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<DueAttempt>, StoreError> {
+        let (route, destination) = (route.to_string(), destination.to_string());
+        let name = destination.clone();
+        let held_until = ms(now_ms + lease.as_millis() as u64);
+        // The taken rows are updated by their keys as an array. Joined to the `due` rows instead,
+        // the plan a connection keeps could be one made while the table was nearly empty: read
+        // every row of the destination's name and filter by delivery, which costs as much as the
+        // table is large, for each take, for the connection's whole life.
+        let rows = self
+            .run_on(&self.worker_pool, move |c| async move {
+                c.query(
+                    &c.prepare_cached(
+                        "WITH due AS (
+                            SELECT delivery_id FROM hookgate_destinations
+                            WHERE route = $1 AND name = $2 AND state = 'pending' AND due_ms <= $3
+                            ORDER BY due_ms LIMIT $4
+                            FOR UPDATE SKIP LOCKED),
+                        taken AS (
+                            UPDATE hookgate_destinations d
+                            SET due_ms = $5, attempts = d.attempts + 1, scheduled = d.scheduled + 1
+                            WHERE d.delivery_id = ANY (ARRAY (SELECT delivery_id FROM due))
+                              AND d.name = $2
+                            RETURNING d.delivery_id, d.attempts, d.scheduled)
+                        SELECT t.delivery_id, t.attempts, t.scheduled, x.target, x.headers, x.body,
+                               x.received_ms
+                        FROM taken t JOIN hookgate_deliveries x ON x.id = t.delivery_id",
+                    )
+                    .await?,
+                    &[
+                        &route,
+                        &destination,
+                        &ms(now_ms),
+                        &(limit as i64),
+                        &held_until,
+                    ],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DueAttempt {
+                id: DeliveryId(r.get::<_, i64>(0) as u64),
+                destination: name.clone(),
+                attempt: r.get::<_, i32>(1).max(0) as u32,
+                scheduled: r.get::<_, i32>(2).max(0) as u32,
+                target: r.get(3),
+                headers: Bytes::from(r.get::<_, Vec<u8>>(4)),
+                body: Bytes::from(r.get::<_, Vec<u8>>(5)),
+                received_ms: r.get::<_, i64>(6).max(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError> {
+        let (route, destination) = (route.to_string(), destination.to_string());
+        let row = self
+            .run(move |c| async move {
+                c.query_one(
+                    &c.prepare_cached(
+                        "SELECT min(due_ms) FROM hookgate_destinations
+                     WHERE route = $1 AND name = $2 AND state = 'pending'",
+                    )
+                    .await?,
+                    &[&route, &destination],
+                )
+                .await
+            })
+            .await?;
+        Ok(row.get::<_, Option<i64>>(0).map(|d| d.max(0) as u64))
+    }
+
+    async fn record(&self, r: AttemptResult) -> Result<(), StoreError> {
+        let now = ms(unix_ms(SystemTime::now()));
+        let (state, due) = match r.next {
+            None => ("delivered", None),
+            Some(Some(at)) => ("pending", Some(ms(at))),
+            Some(None) => ("dead", None),
+        };
+        self.run_on(&self.worker_pool, move |mut c| async move {
+            let id = r.id.0 as i64;
+            let status = r.status.map(i32::from);
+            let txn = c.transaction().await?;
+            let (lock, insert, update, finish) = futures_util::try_join!(
+                txn.prepare_cached(LOCK_DELIVERY),
+                txn.prepare_cached(INSERT_ATTEMPT),
+                txn.prepare_cached(UPDATE_DESTINATION),
+                txn.prepare_cached(FINISH_DELIVERY),
+            )?;
+            let (started, took, attempt) = (ms(r.started_ms), ms(r.duration_ms), r.attempt as i32);
+            let insert_params: [&(dyn ToSql + Sync); 7] = [
+                &id,
+                &attempt,
+                &r.destination,
+                &started,
+                &took,
+                &status,
+                &r.error,
+            ];
+            let update_params: [&(dyn ToSql + Sync); 7] = [
+                &id,
+                &r.destination,
+                &status,
+                &r.error,
+                &attempt,
+                &state,
+                &due,
+            ];
+            let lock_params: [&(dyn ToSql + Sync); 1] = [&id];
+            let finish_params: [&(dyn ToSql + Sync); 2] = [&id, &now];
+            // The four statements go out together (one round trip); Postgres runs them in order,
+            // each seeing the ones before it.
+            futures_util::try_join!(
+                txn.execute(&lock, &lock_params),
+                txn.execute(&insert, &insert_params),
+                txn.execute(&update, &update_params),
+                txn.execute(&finish, &finish_params),
+            )?;
+            txn.commit().await
+        })
+        .await
+    }
+
+    async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let now = ms(unix_ms(SystemTime::now()));
+        self.run_on(&self.worker_pool, move |c| async move {
+            let deliveries = c
+                .execute(
+                    &c.prepare_cached(
+                        "DELETE FROM hookgate_deliveries WHERE id IN (
+                        SELECT delivery_id FROM hookgate_finished WHERE finished_ms < $1
+                        ORDER BY finished_ms LIMIT $2)",
+                    )
+                    .await?,
+                    &[&ms(before_ms), &(limit as i64)],
+                )
+                .await?;
+            let keys = c
+                .execute(
+                    &c.prepare_cached(
+                        "DELETE FROM hookgate_claims WHERE key IN (
+                        SELECT key FROM hookgate_claims WHERE expires_ms < $1
+                        ORDER BY expires_ms LIMIT $2)",
+                    )
+                    .await?,
+                    &[&now, &(limit as i64)],
+                )
+                .await?;
+            Ok((deliveries + keys) as usize)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
+        let rows = self
+            .run(|c| async move {
+                c.query(
+                    &c.prepare_cached(
+                        "SELECT route, name, state, count(*), min(delivery_id)
+                     FROM hookgate_destinations WHERE state <> 'delivered'
+                     GROUP BY route, name, state",
+                    )
+                    .await?,
+                    &[],
+                )
+                .await
+            })
+            .await?;
+        let mut stats: HashMap<(String, String), DestinationStats> = HashMap::new();
+        for r in &rows {
+            let (route, name): (String, String) = (r.get(0), r.get(1));
+            let s = stats
+                .entry((route.clone(), name.clone()))
+                .or_insert_with(|| DestinationStats {
+                    route,
+                    destination: name,
+                    ..DestinationStats::default()
+                });
+            let count: i64 = r.get(3);
+            match r.get::<_, &str>(2) {
+                "dead" => s.dead = count,
+                _ => {
+                    s.pending = count;
+                    s.oldest_pending_ms = Some(DeliveryId(r.get::<_, i64>(4) as u64).accepted_ms());
+                }
+            }
+        }
+        Ok(stats.into_values().collect())
+    }
+
+    async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    async fn list(
+        &self,
+        filter: ListFilter,
+    ) -> Result<(Vec<DeliverySummary>, Option<DeliveryId>), StoreError> {
+        self.run(move |c| async move { log::list(&c, filter).await })
+            .await
+    }
+
+    async fn get(&self, id: DeliveryId) -> Result<Option<DeliveryDetail>, StoreError> {
+        self.run(move |c| async move { log::detail(&c, id).await })
+            .await
+    }
+
+    async fn body(&self, id: DeliveryId) -> Result<Option<Bytes>, StoreError> {
+        self.run(move |c| async move { log::body(&c, id).await })
+            .await
+    }
+
+    async fn retry(
+        &self,
+        id: DeliveryId,
+        destination: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Option<usize>, StoreError> {
+        let destination = destination.map(str::to_string);
+        self.run(move |c| async move {
+            let row = c
+                .query_one(
+                    &c.prepare_cached(
+                    "WITH requeued AS (
+                        UPDATE hookgate_destinations SET state = 'pending', due_ms = $3, scheduled = 0
+                        WHERE delivery_id = $1
+                          AND (($2::text IS NULL AND state = 'dead') OR name = $2)
+                        RETURNING 1),
+                    reopened AS (
+                        DELETE FROM hookgate_finished
+                        WHERE delivery_id = $1 AND EXISTS (SELECT 1 FROM requeued) RETURNING 1),
+                    wake AS (SELECT pg_notify('hookgate_queue', '')
+                             WHERE EXISTS (SELECT 1 FROM requeued))
+                    SELECT EXISTS (SELECT 1 FROM hookgate_deliveries WHERE id = $1),
+                           (SELECT count(*) FROM requeued),
+                           (SELECT count(*) FROM reopened) + (SELECT count(*) FROM wake)")
+.await?,
+                    &[&(id.0 as i64), &destination, &ms(now_ms)],
+                )
+                .await?;
+            Ok(row
+                .get::<_, bool>(0)
+                .then(|| row.get::<_, i64>(1) as usize))
+        })
+        .await
+    }
+
+    async fn retry_dead(&self, route: &str, now_ms: u64) -> Result<usize, StoreError> {
+        let route = route.to_string();
+        self.run(move |c| async move {
+            let row = c
+                .query_one(
+                    &c.prepare_cached(
+                    "WITH requeued AS (
+                        UPDATE hookgate_destinations SET state = 'pending', due_ms = $2, scheduled = 0
+                        WHERE route = $1 AND state = 'dead'
+                        RETURNING delivery_id),
+                    reopened AS (
+                        DELETE FROM hookgate_finished
+                        WHERE delivery_id IN (SELECT delivery_id FROM requeued) RETURNING 1),
+                    wake AS (SELECT pg_notify('hookgate_queue', '')
+                             WHERE EXISTS (SELECT 1 FROM requeued))
+                    SELECT (SELECT count(*) FROM requeued),
+                           (SELECT count(*) FROM reopened) + (SELECT count(*) FROM wake)")
+.await?,
+                    &[&route, &ms(now_ms)],
+                )
+                .await?;
+            Ok(row.get::<_, i64>(0) as usize)
+        })
+        .await
+    }
+}
