@@ -2,25 +2,29 @@
 //! the delivery queue for queue routes, shared by every replica.
 //!
 //! Each acceptance is one statement (claim, delivery, destinations and a NOTIFY in one writable
-//! CTE), and acceptances that arrive together share one transaction and one commit (`accept`).
-//! Workers take due attempts with `FOR UPDATE SKIP LOCKED`, hold them with a lease (their due time moved
-//! past `delivery.timeout` + 30s), and are woken by LISTEN/NOTIFY when another replica accepts or
-//! retries a delivery. All database work runs on a runtime of the store's own, so connections
-//! outlive any one Pingora service runtime. A database that does not answer at start does not stop
-//! the gateway: migrations are retried every second, and until they are applied every operation
-//! fails as unavailable (503 `store_unavailable`, `/readyz` 503).
+//! CTE), and acceptances that arrive together share one transaction and one commit (`group`),
+//! as do the outcomes of attempts. Workers take due attempts with `FOR UPDATE SKIP LOCKED`, hold
+//! them with a lease (their due time moved past `delivery.timeout` + 30s), and are woken by
+//! LISTEN/NOTIFY when another replica accepts or retries a delivery. All database work runs on a
+//! runtime of the store's own, so connections outlive any one Pingora service runtime. A
+//! database that does not answer at start does not stop the gateway: migrations are retried
+//! every second, and until they are applied every operation fails as unavailable (503
+//! `store_unavailable`, `/readyz` 503).
 //!
 //! Here: the connection pools and the store's runtime. `claims` holds the idempotency keys of
-//! forward routes, `accept` the group commit of acceptances, `queue` the rest of the delivery
-//! queue, `log` the delivery log's reads, `listen` the migration and LISTEN connection,
-//! `migrations` the schema's versions, `tls` the `sslmode` handling.
+//! forward routes, `group` the group commit, `accept` and `record` the acceptances and the
+//! attempts' outcomes it writes, `queue` the rest of the delivery queue, `log` the delivery
+//! log's reads, `listen` the migration and LISTEN connection, `migrations` the schema's
+//! versions, `tls` the `sslmode` handling.
 
 mod accept;
 mod claims;
+mod group;
 mod listen;
 mod log;
 mod migrations;
 mod queue;
+mod record;
 mod tls;
 
 use super::{ClaimToken, StoreError};
@@ -62,7 +66,9 @@ pub struct PostgresStore {
     /// without waiting for the WAL flush: what a database crash loses of it is an attempt made
     /// again, which at-least-once allows; acceptances and keys keep synchronous commits.
     worker_pool: Pool,
-    accepts: accept::GroupCommit,
+    accepts: group::Groups<accept::Accepts>,
+    /// Attempts' outcomes, committed in groups on `worker_pool`.
+    records: group::Groups<record::Records>,
     runtime: tokio::runtime::Handle,
     /// Migrations applied: operations may run.
     ready: Arc<AtomicBool>,
@@ -129,7 +135,8 @@ impl PostgresStore {
         };
         let (pool, worker_pool) = (pool_of(manager)?, pool_of(worker_manager)?);
         let store = Self {
-            accepts: accept::GroupCommit::start(pool.clone(), &runtime),
+            accepts: group::Groups::start(pool.clone(), &runtime),
+            records: group::Groups::start(worker_pool.clone(), &runtime),
             pool,
             worker_pool,
             runtime,

@@ -2,6 +2,7 @@
 //! purge, gauges, and retries by hand.
 
 use super::accept::Acceptance;
+use super::record::Record;
 use super::{log, ms, PostgresStore};
 use crate::pipeline::DeliveryKey;
 use crate::store::queue::{
@@ -13,33 +14,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tokio_postgres::types::ToSql;
-
-/// The statements of [`Queue::record`], in the order they run. The first locks the delivery's
-/// row (a lock only: the row is not written), so that the records of one delivery's
-/// destinations run one after the other and the last one's finish check sees the others' states
-/// committed; two records at once would each see the other's destination still pending, and
-/// neither would finish the delivery.
-const LOCK_DELIVERY: &str = "SELECT 1 FROM hookgate_deliveries WHERE id = $1 FOR NO KEY UPDATE";
-/// An attempt is numbered as its destination numbered it (`Hookgate-Attempt`); an attempt whose
-/// lease ran out and was taken again has a number of its own, so a record never collides but
-/// for the same attempt recorded twice, which keeps the first.
-const INSERT_ATTEMPT: &str = "INSERT INTO hookgate_attempts
-        (delivery_id, n, destination, started_ms, duration_ms, status, error)
-    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
-/// Only the attempt in progress moves the state: a retry by hand may have superseded it.
-const UPDATE_DESTINATION: &str =
-    "UPDATE hookgate_destinations SET last_status = $3, last_error = $4,
-        state = CASE WHEN state = 'pending' AND attempts = $5 THEN $6 ELSE state END,
-        due_ms = CASE WHEN state = 'pending' AND attempts = $5 THEN $7 ELSE due_ms END
-    WHERE delivery_id = $1 AND name = $2";
-/// The delivery's destinations are read by its key alone: with `state = 'pending'` in the
-/// condition, the generic plan Postgres settles on after five calls walks the partial index of
-/// pending destinations instead, which costs as much as the backlog is long.
-const FINISH_DELIVERY: &str = "INSERT INTO hookgate_finished (delivery_id, finished_ms)
-    SELECT $1, $2 WHERE (
-        SELECT bool_and(state <> 'pending') FROM hookgate_destinations WHERE delivery_id = $1)
-    ON CONFLICT DO NOTHING";
 
 #[async_trait]
 impl Queue for PostgresStore {
@@ -52,7 +26,7 @@ impl Queue for PostgresStore {
         let route = new.route.clone();
         let outcome = self
             .accepts
-            .accept(Acceptance {
+            .submit(Acceptance {
                 key: new.key.as_ref().map(|k| k.id.to_be_bytes().to_vec()),
                 key_hex: new.key.as_ref().map(DeliveryKey::hex),
                 key_expires: new
@@ -155,54 +129,9 @@ impl Queue for PostgresStore {
     }
 
     async fn record(&self, r: AttemptResult) -> Result<(), StoreError> {
+        self.ensure_ready()?;
         let now = ms(unix_ms(SystemTime::now()));
-        let (state, due) = match r.next {
-            None => ("delivered", None),
-            Some(Some(at)) => ("pending", Some(ms(at))),
-            Some(None) => ("dead", None),
-        };
-        self.run_on(&self.worker_pool, move |mut c| async move {
-            let id = r.id.0 as i64;
-            let status = r.status.map(i32::from);
-            let txn = c.transaction().await?;
-            let (lock, insert, update, finish) = futures_util::try_join!(
-                txn.prepare_cached(LOCK_DELIVERY),
-                txn.prepare_cached(INSERT_ATTEMPT),
-                txn.prepare_cached(UPDATE_DESTINATION),
-                txn.prepare_cached(FINISH_DELIVERY),
-            )?;
-            let (started, took, attempt) = (ms(r.started_ms), ms(r.duration_ms), r.attempt as i32);
-            let insert_params: [&(dyn ToSql + Sync); 7] = [
-                &id,
-                &attempt,
-                &r.destination,
-                &started,
-                &took,
-                &status,
-                &r.error,
-            ];
-            let update_params: [&(dyn ToSql + Sync); 7] = [
-                &id,
-                &r.destination,
-                &status,
-                &r.error,
-                &attempt,
-                &state,
-                &due,
-            ];
-            let lock_params: [&(dyn ToSql + Sync); 1] = [&id];
-            let finish_params: [&(dyn ToSql + Sync); 2] = [&id, &now];
-            // The four statements go out together (one round trip); Postgres runs them in order,
-            // each seeing the ones before it.
-            futures_util::try_join!(
-                txn.execute(&lock, &lock_params),
-                txn.execute(&insert, &insert_params),
-                txn.execute(&update, &update_params),
-                txn.execute(&finish, &finish_params),
-            )?;
-            txn.commit().await
-        })
-        .await
+        self.records.submit(Record::of(r, now)).await
     }
 
     async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
