@@ -439,3 +439,72 @@ async fn the_delivery_logs_filters_and_bulk_retry_work_on_postgres() {
     let db = TestDatabase::create();
     crate::delivery_log::filters_and_bulk_retry_on(&db.url()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_of_a_purged_delivery_does_not_fail_the_records_committed_with_it() {
+    // Attempts' outcomes are committed in groups. The outcome of an attempt whose delivery was
+    // purged meanwhile (its lease ran out, another replica finished it, retention passed) must
+    // neither fail nor take the other outcomes of its group down with it: they would be
+    // attempted again, a duplicate at the app.
+    use hookgate::store::postgres::PostgresStore;
+    use hookgate::store::queue::{
+        unix_ms, AttemptResult, DeliveryId, DeliveryState, Enqueued, NewDelivery, Queue,
+    };
+    let db = TestDatabase::create();
+    let store = PostgresStore::connect(&db.url()).expect("the store starts");
+    let now = unix_ms(std::time::SystemTime::now());
+    let new = || NewDelivery {
+        route: "q".into(),
+        key: None,
+        event: None,
+        target: "/webhooks/q".into(),
+        headers: bytes::Bytes::new(),
+        body: bytes::Bytes::from_static(b"{}"),
+        destinations: vec!["app".into()],
+        received_ms: now,
+        max_queued: 1000,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        match store.enqueue(new()).await {
+            Ok(Enqueued::Queued(id)) => break id,
+            // The schema is still being migrated.
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("enqueue: {other:?}"),
+        }
+    };
+    let taken = store
+        .take_due("q", "app", now + 1_000, 10, Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), 1, "the delivery is due");
+    let delivered = |id: DeliveryId, attempt: u32| AttemptResult {
+        id,
+        destination: "app".into(),
+        attempt,
+        started_ms: now,
+        duration_ms: 1,
+        status: Some(200),
+        error: None,
+        next: None,
+    };
+    let purged = DeliveryId(id.0 + 1_000_000);
+    let (real, gone) = tokio::join!(
+        store.record(delivered(id, taken[0].attempt)),
+        store.record(delivered(purged, 1)),
+    );
+    assert!(real.is_ok(), "the live delivery's outcome: {real:?}");
+    assert!(gone.is_ok(), "the purged delivery's outcome: {gone:?}");
+    let detail = store.get(id).await.expect("read").expect("the delivery");
+    assert_eq!(detail.summary.state, DeliveryState::Delivered);
+    assert_eq!(detail.attempts.len(), 1);
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*) FROM hookgate_attempts WHERE delivery_id = {}",
+            purged.0
+        )),
+        "0"
+    );
+}

@@ -18,10 +18,13 @@ use tokio_postgres::types::ToSql;
 const LOCK_DELIVERY: &str = "SELECT 1 FROM hookgate_deliveries WHERE id = $1 FOR NO KEY UPDATE";
 /// An attempt is numbered as its destination numbered it (`Hookgate-Attempt`); an attempt whose
 /// lease ran out and was taken again has a number of its own, so a record never collides but
-/// for the same attempt recorded twice, which keeps the first.
+/// for the same attempt recorded twice, which keeps the first. A delivery purged meanwhile gets
+/// no attempt row: the row would break its foreign key and so fail the whole group.
 const INSERT_ATTEMPT: &str = "INSERT INTO hookgate_attempts
         (delivery_id, n, destination, started_ms, duration_ms, status, error)
-    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+    SELECT $1, $2, $3, $4, $5, $6, $7
+    WHERE EXISTS (SELECT 1 FROM hookgate_deliveries WHERE id = $1)
+    ON CONFLICT DO NOTHING";
 /// Only the attempt in progress moves the state: a retry by hand may have superseded it.
 const UPDATE_DESTINATION: &str =
     "UPDATE hookgate_destinations SET last_status = $3, last_error = $4,
