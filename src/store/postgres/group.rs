@@ -6,7 +6,7 @@
 //! in it is answered unavailable and nothing of it is kept. A deadlock or serialization failure
 //! aborts the transaction, which is then written again.
 
-use super::{unavailable, OP_TIMEOUT};
+use super::{statement_failed, unavailable, OP_TIMEOUT};
 use crate::store::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::{Pool, Transaction};
@@ -129,7 +129,7 @@ async fn commit<W: GroupWrite>(
         .await;
         match written {
             Err(e) if tries < MAX_TRIES && is_transient(&e) => tries += 1,
-            outcome => return outcome.map_err(unavailable),
+            outcome => return outcome.map_err(statement_failed),
         }
     }
 }

@@ -52,6 +52,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A failed statement as unavailable, with what Postgres said: tokio-postgres's own text for a
+/// server's error is only "db error".
+fn statement_failed(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => unavailable(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
+        None => unavailable(e),
+    }
+}
+
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -186,7 +195,7 @@ impl PostgresStore {
         let task = self.runtime.spawn(async move {
             tokio::time::timeout(OP_TIMEOUT, async move {
                 let client = pool.get().await.map_err(unavailable)?;
-                work(client).await.map_err(unavailable)
+                work(client).await.map_err(statement_failed)
             })
             .await
             .map_err(|_| StoreError::Unavailable("Postgres did not answer in time".into()))?
