@@ -1,7 +1,7 @@
 //! The store's background connection: applies the migrations, then listens for other replicas'
 //! acceptances and retries.
 
-use super::{migrations, CHANNEL, RETRY_EVERY};
+use super::{described, migrations, CHANNEL, RETRY_EVERY};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -22,7 +22,7 @@ pub(super) async fn background(
             Ok(pair) => pair,
             Err(e) => {
                 if !warned {
-                    tracing::warn!(error = %e, "Postgres does not answer; trying again every second");
+                    tracing::warn!(error = %described(&e), "Postgres does not answer; trying again every second");
                     warned = true;
                 }
                 tokio::time::sleep(RETRY_EVERY).await;
@@ -57,7 +57,7 @@ pub(super) async fn background(
                     tracing::info!("Postgres store ready");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "Postgres schema migration failed; trying again");
+                    tracing::warn!(error = %described(&e), "Postgres schema migration failed; trying again");
                     let _ = stop_tx.send(());
                     let _ = driver.await;
                     tokio::time::sleep(RETRY_EVERY).await;

@@ -52,13 +52,18 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// A failed statement as unavailable, with what Postgres said: tokio-postgres's own text for a
-/// server's error is only "db error".
-fn statement_failed(e: tokio_postgres::Error) -> StoreError {
+/// What a Postgres error says, for logs: a server's error as its message and SQLSTATE, since
+/// tokio-postgres's own text for one is only "db error".
+fn described(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => unavailable(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
-        None => unavailable(e),
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
+}
+
+/// A failed statement as unavailable, saying what Postgres said.
+fn statement_failed(e: tokio_postgres::Error) -> StoreError {
+    unavailable(described(&e))
 }
 
 fn ms(v: u64) -> i64 {
