@@ -99,13 +99,14 @@ impl GroupWrite for Records {
             txn.prepare_cached(UPDATE_DESTINATION),
             txn.prepare_cached(FINISH_DELIVERY),
         )?;
-        let params: Vec<[Vec<&(dyn ToSql + Sync)>; 4]> = items
+        type Param<'a> = &'a (dyn ToSql + Sync);
+        let params: Vec<([Param; 1], [Param; 7], [Param; 7], [Param; 2])> = items
             .iter()
             .map(|r| {
-                [
-                    vec![&r.id as &(dyn ToSql + Sync)],
-                    vec![
-                        &r.id,
+                (
+                    [&r.id as Param],
+                    [
+                        &r.id as Param,
                         &r.attempt,
                         &r.destination,
                         &r.started_ms,
@@ -113,8 +114,8 @@ impl GroupWrite for Records {
                         &r.status,
                         &r.error,
                     ],
-                    vec![
-                        &r.id,
+                    [
+                        &r.id as Param,
                         &r.destination,
                         &r.status,
                         &r.error,
@@ -122,18 +123,20 @@ impl GroupWrite for Records {
                         &r.state,
                         &r.due,
                     ],
-                    vec![&r.id, &r.now],
-                ]
+                    [&r.id as Param, &r.now],
+                )
             })
             .collect();
         // Every statement of the group goes out at once (one round trip); Postgres runs them in
         // order, each seeing the ones before it.
-        let statements = [&lock, &insert, &update, &finish];
-        futures_util::future::try_join_all(params.iter().flat_map(|p| {
-            statements
-                .iter()
-                .zip(p)
-                .map(|(statement, values)| txn.execute(*statement, values.as_slice()))
+        futures_util::future::try_join_all(params.iter().flat_map(|(l, i, u, f)| {
+            [
+                (&lock, &l[..]),
+                (&insert, &i[..]),
+                (&update, &u[..]),
+                (&finish, &f[..]),
+            ]
+            .map(|(statement, values)| txn.execute(statement, values))
         }))
         .await?;
         Ok(vec![(); items.len()])
