@@ -4,7 +4,8 @@
 #   benches/focus.sh BIN [SECONDS] [CONNECTIONS]
 #   MODE=queue|forward (default queue)   STORE=file|postgres (queue mode; default file)
 # Prints accepted/s, p99, the gateway's CPU per request, the machine's idle share, and on
-# Postgres the commits per delivery and what was left pending. Needs wrk and the release
+# Postgres the database's CPU (all its processes) and commits per delivery, and what was left
+# pending. Needs wrk and the release
 # examples (cargo build --release --example bench_upstream); Postgres on 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,12 +65,14 @@ python3 benches/gen_deliveries.py 100000 bench-secret "$tmp/warm.txt" "warm$$"
 python3 benches/gen_deliveries.py 400000 bench-secret "$tmp/load.txt" "load$$"
 load 2 "$tmp/warm.txt" >/dev/null
 
+pg_cpu() { for p in $(pgrep -x postgres); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'; }
 commits() { psql -h 127.0.0.1 -U postgres -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$db'"; }
 cpu() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
-[ "$STORE" = postgres ] && x0=$(commits)
+[ "$STORE" = postgres ] && x0=$(commits) && p0=$(pg_cpu)
 c0=$(cpu); s0=$(head -1 /proc/stat)
 load "$SECONDS_" "$tmp/load.txt" >"$tmp/wrk.txt"
 c1=$(cpu); s1=$(head -1 /proc/stat)
+[ "$STORE" = postgres ] && p1=$(pg_cpu)
 n=$(grep -oP '\d+(?= requests in)' "$tmp/wrk.txt")
 python3 - "$c0" "$c1" "$n" "$s0" "$s1" "$(getconf CLK_TCK)" "$tmp/wrk.txt" <<'PY'
 import re, sys
@@ -85,6 +88,7 @@ print(f"req/s {rps}  p99 {p99}  gateway cpu {cpu:.1f} us/req  idle {idle:.0f}%  
 PY
 if [ "$STORE" = postgres ] && [ "$MODE" = queue ]; then
   sleep 3
-  echo "commits per delivery $(python3 -c "print(round(($(commits) - $x0) / $n, 2))")," \
+  echo "postgres cpu $(python3 -c "print(round(($p1 - $p0) / $(getconf CLK_TCK) * 1e6 / $n, 1))") us/req," \
+       "commits per delivery $(python3 -c "print(round(($(commits) - $x0) / $n, 2))")," \
        "pending after 3 s: $(psql -h 127.0.0.1 -U postgres -d "$db" -Atc "SELECT count(*) FROM hookgate_destinations WHERE state = 'pending'")"
 fi

@@ -508,3 +508,80 @@ async fn an_attempt_of_a_purged_delivery_does_not_fail_the_records_committed_wit
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_of_a_key_accepted_at_once_store_it_once_and_keyless_deliveries_each_go_in() {
+    // A group of acceptances is one statement; a key that comes several times in one group is
+    // claimed once and its copies are answered as duplicates, never stored a second time.
+    use hookgate::pipeline::DeliveryKey;
+    use hookgate::store::postgres::PostgresStore;
+    use hookgate::store::queue::{unix_ms, Enqueued, NewDelivery, Queue};
+    let db = TestDatabase::create();
+    let store = PostgresStore::connect(&db.url()).expect("the store starts");
+    let now = unix_ms(std::time::SystemTime::now());
+    let new = |key: Option<u128>| NewDelivery {
+        route: "q".into(),
+        key: key.map(|id| DeliveryKey {
+            scope: "q".into(),
+            id,
+            lease: Duration::from_secs(60),
+            ttl: Duration::from_secs(3600),
+        }),
+        event: Some("job.completed".into()),
+        target: "/webhooks/q".into(),
+        headers: bytes::Bytes::new(),
+        body: bytes::Bytes::from_static(b"{}"),
+        destinations: vec!["app".into(), "analytics".into()],
+        received_ms: now,
+        max_queued: 1000,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.enqueue(new(None)).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schema is never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Rounds of 5 copies of each of 4 keys and 4 keyless deliveries, all submitted at once.
+    for round in 0..5u128 {
+        let keys: Vec<Option<u128>> = (0..4)
+            .flat_map(|k| [Some(round * 10 + k); 5])
+            .chain([None; 4])
+            .collect();
+        let outcomes =
+            futures_util::future::join_all(keys.iter().map(|k| store.enqueue(new(*k)))).await;
+        for k in 0..4 {
+            let of_key: Vec<&Enqueued> = keys
+                .iter()
+                .zip(&outcomes)
+                .filter(|(key, _)| **key == Some(round * 10 + k))
+                .map(|(_, o)| o.as_ref().expect("accepted or refused"))
+                .collect();
+            let queued = of_key
+                .iter()
+                .filter(|o| matches!(o, Enqueued::Queued(_)))
+                .count();
+            assert_eq!(queued, 1, "round {round}, key {k}: {of_key:?}");
+            // A copy in a group committed at the same time as the first one's meets a claim
+            // its statement could not read yet: in progress, come back (409).
+            assert!(
+                of_key.iter().all(|o| matches!(
+                    o,
+                    Enqueued::Queued(_) | Enqueued::Duplicate | Enqueued::InFlight { .. }
+                )),
+                "round {round}, key {k}: {of_key:?}"
+            );
+        }
+        let keyless = outcomes[20..]
+            .iter()
+            .filter(|o| matches!(o, Ok(Enqueued::Queued(_))))
+            .count();
+        assert_eq!(keyless, 4, "round {round}: {:?}", &outcomes[20..]);
+    }
+    // One delivery per key and per keyless acceptance (the first one included), two
+    // destinations each.
+    assert_eq!(db.query("SELECT count(*) FROM hookgate_deliveries"), "41");
+    assert_eq!(db.query("SELECT count(*) FROM hookgate_destinations"), "82");
+    assert_eq!(db.query("SELECT count(*) FROM hookgate_claims"), "20");
+}

@@ -1,5 +1,7 @@
 //! Acceptances of queue routes, written in groups (`group`): one commit (one WAL flush) covers
 //! many deliveries, and nobody is answered `queued` before the commit that holds their delivery.
+//! A group is one statement: its acceptances go in as arrays, one element each, so Postgres
+//! plans and runs the claim, delivery and destination inserts once per group, not per delivery.
 
 use super::group::GroupWrite;
 use super::DELIVERED;
@@ -9,39 +11,56 @@ use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use std::cmp::Ordering;
 use std::time::Duration;
-use tokio_postgres::types::ToSql;
 
-/// Claim, delivery, destinations and a NOTIFY in one statement. Without a key, the claim is
-/// skipped (`$1 IS NULL`) and the delivery always goes in.
-const ACCEPT: &str = "WITH claim AS (
+/// Claims, deliveries, destinations and one NOTIFY for a group of acceptances.
+/// - `input` is one row per acceptance (`n` its place in the group). A keyless acceptance claims
+///   nothing and always goes in.
+/// - `claim` takes each key that is free or whose claim has expired, in key order (the group's).
+/// - `accepted` numbers the deliveries that go in; the CTE runs once (`nextval` is volatile), so
+///   every insert below sees the same ids.
+/// - The main query answers each acceptance: its id, or the claim it met. It reads the claims as
+///   they were before this statement, which for a key not claimed now is the claim that stood.
+///   The claim is looked up by key for each acceptance not accepted, as a subquery: joined as a
+///   table, the plan a connection keeps can be a hash join that reads every claim.
+const ACCEPT: &str = "WITH input AS (
+        SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                             $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::int[])
+            WITH ORDINALITY AS i(key, key_expires, received_ms, route, key_hex, event, target,
+                                 headers, body, destination_count, n)),
+    claim AS (
         INSERT INTO hookgate_claims (key, token, expires_ms)
-        SELECT $1, $2, $3 WHERE $1::bytea IS NOT NULL
+        SELECT key, $11, key_expires FROM input WHERE key IS NOT NULL ORDER BY key
         ON CONFLICT (key) DO UPDATE
             SET token = EXCLUDED.token, expires_ms = EXCLUDED.expires_ms
-            WHERE hookgate_claims.expires_ms <= $4
-        RETURNING 1),
+            WHERE hookgate_claims.expires_ms <= $12
+        RETURNING key),
+    accepted AS (
+        SELECT n, (received_ms << 20) | (nextval('hookgate_delivery_seq') & 1048575) AS id
+        FROM input WHERE key IS NULL OR key IN (SELECT key FROM claim)
+        ORDER BY n),
     delivery AS (
         INSERT INTO hookgate_deliveries
             (id, route, received_ms, key, event, target, headers, body)
-        SELECT ($5::bigint << 20) | (nextval('hookgate_delivery_seq') & 1048575),
-               $6, $5, $7, $8, $9, $10, $11
-        WHERE $1::bytea IS NULL OR EXISTS (SELECT 1 FROM claim)
-        RETURNING id),
+        SELECT a.id, i.route, i.received_ms, i.key_hex, i.event, i.target, i.headers, i.body
+        FROM accepted a JOIN input i USING (n)),
     finished AS (
         INSERT INTO hookgate_finished (delivery_id, finished_ms)
-        SELECT id, $4 FROM delivery WHERE cardinality($12::text[]) = 0),
+        SELECT a.id, $12 FROM accepted a JOIN input i USING (n) WHERE i.destination_count = 0),
     destinations AS (
         INSERT INTO hookgate_destinations
             (delivery_id, position, route, name, state, due_ms)
-        SELECT delivery.id, d.position, $6, d.name, 'pending', $4
-        FROM delivery, unnest($12::text[]) WITH ORDINALITY AS d(name, position)
-        RETURNING 1),
-    wake AS (SELECT pg_notify('hookgate_queue', '') FROM delivery)
-    SELECT (SELECT id FROM delivery),
-           (SELECT count(*) FROM destinations),
-           (SELECT count(*) FROM wake),
-           (SELECT token FROM hookgate_claims WHERE key = $1),
-           (SELECT expires_ms FROM hookgate_claims WHERE key = $1)";
+        SELECT a.id, d.position, i.route, d.name, 'pending', $12
+        FROM unnest($13::bigint[], $14::text[], $15::int[]) AS d(n, name, position)
+        JOIN accepted a USING (n) JOIN input i USING (n)),
+    wake AS (SELECT pg_notify('hookgate_queue', '') WHERE EXISTS (SELECT 1 FROM accepted))
+    SELECT i.n, a.id,
+           CASE WHEN a.id IS NULL THEN
+               (SELECT token FROM hookgate_claims WHERE key = i.key) END,
+           CASE WHEN a.id IS NULL THEN
+               (SELECT expires_ms FROM hookgate_claims WHERE key = i.key) END,
+           (SELECT count(*) FROM wake)
+    FROM input i LEFT JOIN accepted a USING (n)
+    ORDER BY i.n";
 
 /// One acceptance's values, owned so that it can wait for the next commit.
 pub struct Acceptance {
@@ -74,60 +93,103 @@ impl GroupWrite for Accepts {
         txn: &Transaction<'_>,
         items: &[Acceptance],
     ) -> Result<Vec<Enqueued>, tokio_postgres::Error> {
-        let statement = txn.prepare_cached(ACCEPT).await?;
-        let bytes: Vec<(&[u8], &[u8])> = items
-            .iter()
-            .map(|a| (a.headers.as_ref(), a.body.as_ref()))
+        // A key may come twice in a group (a sender's copies at once). One insert cannot claim
+        // a row twice, so only a key's first acceptance goes to Postgres, and each copy is
+        // answered as if it had come right after the one before it.
+        let is_copy =
+            |i: usize| i > 0 && items[i].key.is_some() && items[i - 1].key == items[i].key;
+        let firsts: Vec<&Acceptance> = (0..items.len())
+            .filter(|&i| !is_copy(i))
+            .map(|i| &items[i])
             .collect();
-        let params: Vec<[&(dyn ToSql + Sync); 12]> = items
-            .iter()
-            .zip(&bytes)
-            .map(|(a, (headers, body))| -> [&(dyn ToSql + Sync); 12] {
-                [
-                    &a.key,
-                    &DELIVERED_SLICE,
-                    &a.key_expires,
-                    &a.now,
-                    &a.received_ms,
-                    &a.route,
-                    &a.key_hex,
-                    &a.event,
-                    &a.target,
-                    headers,
-                    body,
-                    &a.destinations,
-                ]
-            })
-            .collect();
-        let rows = futures_util::future::try_join_all(
-            params
-                .iter()
-                .map(|p| txn.query_one(&statement, p.as_slice())),
-        )
-        .await?;
-        Ok(items
-            .iter()
-            .zip(rows)
-            .map(|(a, row)| outcome(a, &row))
-            .collect())
+        let mut outcomes = accept(txn, &firsts).await?.into_iter();
+        let mut answers: Vec<Enqueued> = Vec::with_capacity(items.len());
+        for i in 0..items.len() {
+            let answer = if is_copy(i) {
+                match &answers[i - 1] {
+                    Enqueued::Queued(_) => Enqueued::Duplicate,
+                    before => before.clone(),
+                }
+            } else {
+                // The statement answers every acceptance it is given; were a row missing, the
+                // sender is asked to come back, which a stored delivery answers as a duplicate.
+                outcomes.next().unwrap_or(Enqueued::InFlight {
+                    retry_after: Duration::from_secs(1),
+                })
+            };
+            answers.push(answer);
+        }
+        Ok(answers)
     }
 }
 
-/// What one statement's row says happened to its acceptance.
-fn outcome(a: &Acceptance, row: &tokio_postgres::Row) -> Enqueued {
-    match row.get::<_, Option<i64>>(0) {
+/// Runs the group's statement for acceptances whose keys are distinct.
+async fn accept(
+    txn: &Transaction<'_>,
+    items: &[&Acceptance],
+) -> Result<Vec<Enqueued>, tokio_postgres::Error> {
+    let statement = txn.prepare_cached(ACCEPT).await?;
+    let now = items.iter().map(|a| a.now).max().unwrap_or_default();
+    let column = |f: fn(&Acceptance) -> i64| items.iter().map(|a| f(a)).collect::<Vec<_>>();
+    let keys: Vec<Option<&[u8]>> = items.iter().map(|a| a.key.as_deref()).collect();
+    let key_expires = column(|a| a.key_expires);
+    let received = column(|a| a.received_ms);
+    let routes: Vec<&str> = items.iter().map(|a| a.route.as_str()).collect();
+    let key_hex: Vec<Option<&str>> = items.iter().map(|a| a.key_hex.as_deref()).collect();
+    let events: Vec<Option<&str>> = items.iter().map(|a| a.event.as_deref()).collect();
+    let targets: Vec<&str> = items.iter().map(|a| a.target.as_str()).collect();
+    let headers: Vec<&[u8]> = items.iter().map(|a| a.headers.as_ref()).collect();
+    let bodies: Vec<&[u8]> = items.iter().map(|a| a.body.as_ref()).collect();
+    let counts: Vec<i32> = items.iter().map(|a| a.destinations.len() as i32).collect();
+    let (mut dest_of, mut dest_name, mut dest_position) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, a) in (1i64..).zip(items) {
+        for (position, name) in (1i32..).zip(&a.destinations) {
+            dest_of.push(n);
+            dest_name.push(name.as_str());
+            dest_position.push(position);
+        }
+    }
+    let rows = txn
+        .query(
+            &statement,
+            &[
+                &keys,
+                &key_expires,
+                &received,
+                &routes,
+                &key_hex,
+                &events,
+                &targets,
+                &headers,
+                &bodies,
+                &counts,
+                &DELIVERED.as_slice(),
+                &now,
+                &dest_of,
+                &dest_name,
+                &dest_position,
+            ],
+        )
+        .await?;
+    Ok(items
+        .iter()
+        .zip(&rows)
+        .map(|(_, row)| outcome(now, row))
+        .collect())
+}
+
+/// What the statement's row for an acceptance says happened to it.
+fn outcome(now: i64, row: &tokio_postgres::Row) -> Enqueued {
+    match row.get::<_, Option<i64>>(1) {
         Some(id) => Enqueued::Queued(DeliveryId(id as u64)),
-        None => match row.get::<_, Option<Vec<u8>>>(3) {
+        None => match row.get::<_, Option<&[u8]>>(2) {
             Some(t) if t == DELIVERED => Enqueued::Duplicate,
             _ => Enqueued::InFlight {
                 retry_after: Duration::from_millis(
-                    row.get::<_, Option<i64>>(4)
-                        .map_or(1000, |u| u.saturating_sub(a.now).max(0) as u64),
+                    row.get::<_, Option<i64>>(3)
+                        .map_or(1000, |u| u.saturating_sub(now).max(0) as u64),
                 ),
             },
         },
     }
 }
-
-/// The token a delivered key holds, as the statement's `$2`.
-const DELIVERED_SLICE: &[u8] = &DELIVERED;

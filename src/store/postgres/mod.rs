@@ -66,6 +66,24 @@ fn statement_failed(e: tokio_postgres::Error) -> StoreError {
     unavailable(described(&e))
 }
 
+/// `config` with session settings added to the URL's own `options`.
+///
+/// The store's connections plan without sequential scans (`enable_seqscan=off`). Every statement
+/// here is written for an index, but a connection keeps the generic plan of a prepared statement,
+/// and a plan made while a table held a few hundred rows reads the whole table: measured under
+/// load, a worker's take that kept such a plan read every destination row once per take, and an
+/// acceptance group's plan every claim, until the drain fell behind. The setting only prices
+/// sequential scans out; one still runs where no index serves.
+fn with_options(config: &tokio_postgres::Config, extra: &str) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    let options = match config.get_options() {
+        Some(own) if !own.is_empty() => format!("{own} {extra}"),
+        _ => extra.to_string(),
+    };
+    config.options(&options);
+    config
+}
+
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -109,9 +127,13 @@ impl PostgresStore {
                 },
             )
         };
-        let mut worker_config = config.clone();
-        worker_config.options("-c synchronous_commit=off");
-        let (manager, worker_manager) = (manager(config.clone()), manager(worker_config));
+        let (manager, worker_manager) = (
+            manager(with_options(&config, "-c enable_seqscan=off")),
+            manager(with_options(
+                &config,
+                "-c enable_seqscan=off -c synchronous_commit=off",
+            )),
+        );
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("hookgate-postgres".into())
