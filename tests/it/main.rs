@@ -13,6 +13,7 @@ mod idempotency;
 mod observability;
 mod operations;
 mod postgres;
+mod postgres_groups;
 mod presets;
 mod promises;
 mod providers;
