@@ -1,9 +1,9 @@
 //! The shared durable store (`store.url: postgres://…`): idempotency keys for forward routes and
 //! the delivery queue for queue routes, shared by every replica.
 //!
-//! Each acceptance is one statement (claim, delivery, destinations and a NOTIFY in one writable
-//! CTE), and acceptances that arrive together share one transaction and one commit (`group`),
-//! as do the outcomes of attempts. Workers take due attempts with `FOR UPDATE SKIP LOCKED`, hold
+//! Acceptances that arrive together share one transaction and one commit (`group`), as one
+//! statement over arrays (claims, deliveries, destinations and a NOTIFY in one writable CTE);
+//! so do the outcomes of attempts, in three statements a group. Workers take due attempts with `FOR UPDATE SKIP LOCKED`, hold
 //! them with a lease (their due time moved past `delivery.timeout` + 30s), and are woken by
 //! LISTEN/NOTIFY when another replica accepts or retries a delivery. All database work runs on a
 //! runtime of the store's own, so connections outlive any one Pingora service runtime. A
