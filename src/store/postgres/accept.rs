@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Claims, deliveries, destinations and one NOTIFY for a group of acceptances.
@@ -61,6 +62,10 @@ const ACCEPT: &str = "WITH input AS (
            (SELECT count(*) FROM wake)
     FROM input i LEFT JOIN accepted a USING (n)
     ORDER BY i.n";
+
+/// The claims of keys, read after `ACCEPT` in a statement (and snapshot) of its own.
+const READ_CLAIMS: &str =
+    "SELECT key, token, expires_ms FROM hookgate_claims WHERE key = ANY ($1::bytea[])";
 
 /// One acceptance's values, owned so that it can wait for the next commit.
 pub struct Acceptance {
@@ -171,25 +176,51 @@ async fn accept(
             ],
         )
         .await?;
+    // A key neither claimed now nor claimed in the statement's snapshot was claimed by a commit
+    // that landed while the statement ran (another writer's group, another replica). A statement
+    // of its own sees it: a delivered key is a duplicate, not one still in progress.
+    let unseen: Vec<&[u8]> = items
+        .iter()
+        .zip(&rows)
+        .filter(|(_, row)| row.get::<_, Option<i64>>(1).is_none())
+        .filter(|(_, row)| row.get::<_, Option<&[u8]>>(2).is_none())
+        .filter_map(|(a, _)| a.key.as_deref())
+        .collect();
+    let mut landed: HashMap<Vec<u8>, (Vec<u8>, i64)> = HashMap::new();
+    if !unseen.is_empty() {
+        let read = txn.prepare_cached(READ_CLAIMS).await?;
+        for row in txn.query(&read, &[&unseen]).await? {
+            landed.insert(row.get(0), (row.get(1), row.get(2)));
+        }
+    }
     Ok(items
         .iter()
         .zip(&rows)
-        .map(|(_, row)| outcome(now, row))
+        .map(|(a, row)| {
+            let id = row.get::<_, Option<i64>>(1);
+            let claim = match row.get::<_, Option<&[u8]>>(2) {
+                Some(token) => Some((token, row.get::<_, Option<i64>>(3).unwrap_or(now))),
+                None => a
+                    .key
+                    .as_ref()
+                    .and_then(|k| landed.get(k))
+                    .map(|(token, until)| (token.as_slice(), *until)),
+            };
+            outcome(now, id, claim)
+        })
         .collect())
 }
 
-/// What the statement's row for an acceptance says happened to it.
-fn outcome(now: i64, row: &tokio_postgres::Row) -> Enqueued {
-    match row.get::<_, Option<i64>>(1) {
-        Some(id) => Enqueued::Queued(DeliveryId(id as u64)),
-        None => match row.get::<_, Option<&[u8]>>(2) {
-            Some(t) if t == DELIVERED => Enqueued::Duplicate,
-            _ => Enqueued::InFlight {
-                retry_after: Duration::from_millis(
-                    row.get::<_, Option<i64>>(3)
-                        .map_or(1000, |u| u.saturating_sub(now).max(0) as u64),
-                ),
-            },
+/// What happened to an acceptance: its delivery's id, or else the claim its key met (its token
+/// and until when it holds).
+fn outcome(now: i64, id: Option<i64>, claim: Option<(&[u8], i64)>) -> Enqueued {
+    match (id, claim) {
+        (Some(id), _) => Enqueued::Queued(DeliveryId(id as u64)),
+        (None, Some((token, _))) if token == DELIVERED => Enqueued::Duplicate,
+        (None, claim) => Enqueued::InFlight {
+            retry_after: Duration::from_millis(
+                claim.map_or(1000, |(_, until)| until.saturating_sub(now).max(0) as u64),
+            ),
         },
     }
 }
