@@ -5,8 +5,8 @@
 #   MODE=queue|forward (default queue)   STORE=file|postgres (queue mode; default file)
 # Prints accepted/s, p99, the gateway's CPU per request, the machine's idle share, and on
 # Postgres the database's CPU (all its processes) and commits per delivery, and what was left
-# pending. Needs wrk and the release
-# examples (cargo build --release --example bench_upstream); Postgres on 127.0.0.1:5432.
+# pending. Needs wrk and the release examples (cargo build --release --example bench_upstream);
+# Postgres on 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:?usage: benches/focus.sh BIN [SECONDS] [CONNECTIONS]}")

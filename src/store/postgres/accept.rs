@@ -19,10 +19,8 @@ use std::time::Duration;
 /// - `claim` takes each key that is free or whose claim has expired, in key order (the group's).
 /// - `accepted` numbers the deliveries that go in; the CTE runs once (`nextval` is volatile), so
 ///   every insert below sees the same ids.
-/// - The main query answers each acceptance: its id, or the claim it met. It reads the claims as
-///   they were before this statement, which for a key not claimed now is the claim that stood.
-///   The claim is looked up by key for each acceptance not accepted, as a subquery: joined as a
-///   table, the plan a connection keeps can be a hash join that reads every claim.
+/// - The main query gives each acceptance its delivery's id, or none. It also counts `wake`, a
+///   plain CTE, which runs only when something reads it.
 const ACCEPT: &str = "WITH input AS (
         SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
                              $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::int[])
@@ -54,16 +52,13 @@ const ACCEPT: &str = "WITH input AS (
         FROM unnest($13::bigint[], $14::text[], $15::int[]) AS d(n, name, position)
         JOIN accepted a USING (n) JOIN input i USING (n)),
     wake AS (SELECT pg_notify('hookgate_queue', '') WHERE EXISTS (SELECT 1 FROM accepted))
-    SELECT i.n, a.id,
-           CASE WHEN a.id IS NULL THEN
-               (SELECT token FROM hookgate_claims WHERE key = i.key) END,
-           CASE WHEN a.id IS NULL THEN
-               (SELECT expires_ms FROM hookgate_claims WHERE key = i.key) END,
-           (SELECT count(*) FROM wake)
+    SELECT a.id, (SELECT count(*) FROM wake)
     FROM input i LEFT JOIN accepted a USING (n)
     ORDER BY i.n";
 
-/// The claims of keys, read after `ACCEPT` in a statement (and snapshot) of its own.
+/// The claims met by the keys `ACCEPT` did not claim, read in a statement of its own: its
+/// snapshot also sees a claim committed while `ACCEPT` ran (another writer's group, another
+/// replica), which `ACCEPT`'s own snapshot cannot.
 const READ_CLAIMS: &str =
     "SELECT key, token, expires_ms FROM hookgate_claims WHERE key = ANY ($1::bytea[])";
 
@@ -135,10 +130,9 @@ async fn accept(
 ) -> Result<Vec<Enqueued>, tokio_postgres::Error> {
     let statement = txn.prepare_cached(ACCEPT).await?;
     let now = items.iter().map(|a| a.now).max().unwrap_or_default();
-    let column = |f: fn(&Acceptance) -> i64| items.iter().map(|a| f(a)).collect::<Vec<_>>();
     let keys: Vec<Option<&[u8]>> = items.iter().map(|a| a.key.as_deref()).collect();
-    let key_expires = column(|a| a.key_expires);
-    let received = column(|a| a.received_ms);
+    let key_expires: Vec<i64> = items.iter().map(|a| a.key_expires).collect();
+    let received: Vec<i64> = items.iter().map(|a| a.received_ms).collect();
     let routes: Vec<&str> = items.iter().map(|a| a.route.as_str()).collect();
     let key_hex: Vec<Option<&str>> = items.iter().map(|a| a.key_hex.as_deref()).collect();
     let events: Vec<Option<&str>> = items.iter().map(|a| a.event.as_deref()).collect();
@@ -176,37 +170,30 @@ async fn accept(
             ],
         )
         .await?;
-    // A key neither claimed now nor claimed in the statement's snapshot was claimed by a commit
-    // that landed while the statement ran (another writer's group, another replica). A statement
-    // of its own sees it: a delivered key is a duplicate, not one still in progress.
-    let unseen: Vec<&[u8]> = items
+    let ids: Vec<Option<i64>> = rows.iter().map(|row| row.get(0)).collect();
+    let refused: Vec<&[u8]> = items
         .iter()
-        .zip(&rows)
-        .filter(|(_, row)| row.get::<_, Option<i64>>(1).is_none())
-        .filter(|(_, row)| row.get::<_, Option<&[u8]>>(2).is_none())
+        .zip(&ids)
+        .filter(|(_, id)| id.is_none())
         .filter_map(|(a, _)| a.key.as_deref())
         .collect();
-    let mut landed: HashMap<Vec<u8>, (Vec<u8>, i64)> = HashMap::new();
-    if !unseen.is_empty() {
+    let mut claims: HashMap<Vec<u8>, (Vec<u8>, i64)> = HashMap::new();
+    if !refused.is_empty() {
         let read = txn.prepare_cached(READ_CLAIMS).await?;
-        for row in txn.query(&read, &[&unseen]).await? {
-            landed.insert(row.get(0), (row.get(1), row.get(2)));
+        for row in txn.query(&read, &[&refused]).await? {
+            claims.insert(row.get(0), (row.get(1), row.get(2)));
         }
     }
     Ok(items
         .iter()
-        .zip(&rows)
-        .map(|(a, row)| {
-            let id = row.get::<_, Option<i64>>(1);
-            let claim = match row.get::<_, Option<&[u8]>>(2) {
-                Some(token) => Some((token, row.get::<_, Option<i64>>(3).unwrap_or(now))),
-                None => a
-                    .key
-                    .as_ref()
-                    .and_then(|k| landed.get(k))
-                    .map(|(token, until)| (token.as_slice(), *until)),
-            };
-            outcome(now, id, claim)
+        .zip(ids)
+        .map(|(a, id)| {
+            let claim = a.key.as_ref().and_then(|k| claims.get(k));
+            outcome(
+                now,
+                id,
+                claim.map(|(token, until)| (token.as_slice(), *until)),
+            )
         })
         .collect())
 }

@@ -117,6 +117,7 @@ impl GroupWrite for Records {
             txn.prepare_cached(WRITE_RECORDS),
             txn.prepare_cached(FINISH_DELIVERIES),
         )?;
+        // The group is in id order (`order`), so equal ids are next to each other.
         let mut ids: Vec<i64> = items.iter().map(|r| r.id).collect();
         ids.dedup();
         let now = items.iter().map(|r| r.now).max().unwrap_or_default();
@@ -154,6 +155,8 @@ fn rounds(items: &[Record]) -> Vec<Vec<&Record>> {
     rounds
 }
 
+type Param<'a> = &'a (dyn ToSql + Sync);
+
 /// One round's records as the columns `WRITE_RECORDS` takes.
 struct Columns<'a> {
     id: Vec<i64>,
@@ -167,23 +170,7 @@ struct Columns<'a> {
     due: Vec<Option<i64>>,
 }
 
-type Param<'a> = &'a (dyn ToSql + Sync);
-
 impl<'a> Columns<'a> {
-    fn params(&self) -> [Param<'_>; 9] {
-        [
-            &self.id,
-            &self.destination,
-            &self.attempt,
-            &self.started_ms,
-            &self.duration_ms,
-            &self.status,
-            &self.error,
-            &self.state,
-            &self.due,
-        ]
-    }
-
     fn of(records: &[&'a Record]) -> Self {
         Self {
             id: records.iter().map(|r| r.id).collect(),
@@ -196,5 +183,19 @@ impl<'a> Columns<'a> {
             state: records.iter().map(|r| r.state).collect(),
             due: records.iter().map(|r| r.due).collect(),
         }
+    }
+
+    fn params(&self) -> [Param<'_>; 9] {
+        [
+            &self.id,
+            &self.destination,
+            &self.attempt,
+            &self.started_ms,
+            &self.duration_ms,
+            &self.status,
+            &self.error,
+            &self.state,
+            &self.due,
+        ]
     }
 }
