@@ -3,6 +3,7 @@
 # sitting (run it alternately for each build, several rounds; compare medians).
 #   benches/focus.sh BIN [SECONDS] [CONNECTIONS]
 #   MODE=queue|forward (default queue)   STORE=file|postgres (queue mode; default file)
+#   TLS=1: a TLS listener (one ECDSA P-256 certificate) and a new connection per delivery
 # Prints accepted/s, p99, the gateway's CPU per request, the machine's idle share, and on
 # Postgres the database's CPU (all its processes) and commits per delivery, and what was left
 # pending. Needs wrk and the release examples (cargo build --release --example bench_upstream);
@@ -14,6 +15,7 @@ SECONDS_=${2:-8}
 CONNS=${3:-50}
 MODE=${MODE:-queue}
 STORE=${STORE:-file}
+TLS=${TLS:-0}
 PORT=18100 ADMIN=18101 APP=18000
 tmp=$(mktemp -d)
 db="hookgate_focus_$$"
@@ -37,8 +39,15 @@ case "$MODE/$STORE" in
 esac
 [ "$MODE" = queue ] && delivery="mode: queue
     upstreams: [{ name: app, url: \"http://127.0.0.1:$APP\" }]"
+listen="{ addr: \"127.0.0.1:$PORT\" }" scheme=http host=127.0.0.1 close=""
+if [ "$TLS" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+  listen="{ addr: \"127.0.0.1:$PORT\", tls: { cert: $tmp/cert.pem, key: $tmp/key.pem } }"
+  scheme=https host=localhost close=close
+fi
 cat > "$tmp/hookgate.yaml" <<YAML
-listen: [{ addr: "127.0.0.1:$PORT" }]
+listen: [$listen]
 threads: 1
 grace_period: 1s
 upgrade_socket: $tmp/upgrade.sock
@@ -47,7 +56,7 @@ store: $store
 routes:
   - name: imggo
     path: /webhooks/imggo
-    https_only: false
+    https_only: $([ "$TLS" = 1 ] && echo true || echo false)
     allow_ips: ["127.0.0.0/8"]
     signature: { scheme: imggo, secrets: ["bench-secret"] }
     schema: $PWD/config/schemas/imggo-webhook.json
@@ -59,7 +68,7 @@ RUST_LOG=info "$BIN" --log-format json run -c "$tmp/hookgate.yaml" >"$tmp/gatewa
 for _ in $(seq 100); do curl -sf "127.0.0.1:$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
 
 load() {  # load SECONDS FILE
-  wrk -t2 -c"$CONNS" -d"$1"s --latency -s benches/imggo.lua "http://127.0.0.1:$PORT/webhooks/imggo" -- "$2" X-ImgGo-Signature
+  wrk -t2 -c"$CONNS" -d"$1"s --latency -s benches/imggo.lua "$scheme://$host:$PORT/webhooks/imggo" -- "$2" X-ImgGo-Signature $close
 }
 python3 benches/gen_deliveries.py 100000 bench-secret "$tmp/warm.txt" "warm$$"
 python3 benches/gen_deliveries.py 400000 bench-secret "$tmp/load.txt" "load$$"

@@ -61,7 +61,7 @@ pub fn init(format: Option<LogFormat>, to_stdout: bool) -> Option<LogFlusher> {
         (dispatch, None)
     };
     if tracing::dispatcher::set_global_default(dispatch).is_ok()
-        && log::set_boxed_logger(Box::new(PingoraLog(tracing_log::LogTracer::new()))).is_ok()
+        && log::set_boxed_logger(Box::new(tracing_log::LogTracer::new())).is_ok()
     {
         let level = tracing::level_filters::LevelFilter::current()
             .max(tracing::level_filters::LevelFilter::ERROR);
@@ -169,44 +169,6 @@ impl Drop for LogFlusher {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-/// Pingora logs through the `log` crate; its records go on to tracing like any other, except
-/// failed downstream handshakes. Any client can cause those at will and Pingora logs each at
-/// ERROR, which would let a stranger flood the error log and page someone: they are counted
-/// (`hookgate_tls_handshake_failures_total`), the connection's slot is freed, and the line is
-/// logged at DEBUG.
-struct PingoraLog(tracing_log::LogTracer);
-
-/// Where Pingora logs a failed or timed-out downstream handshake.
-const HANDSHAKE_TARGET: &str = "pingora_core::services::listening";
-
-impl log::Log for PingoraLog {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        self.0.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if record.level() == log::Level::Error && record.target() == HANDSHAKE_TARGET {
-            let text = record.args().to_string();
-            if let Some(rest) = text.strip_prefix("Downstream handshake") {
-                let peer = rest
-                    .strip_prefix(" error from ")
-                    .and_then(|r| r.split_once(": "))
-                    .and_then(|(addr, _)| addr.parse::<std::net::SocketAddr>().ok());
-                if let Some(peer) = peer {
-                    crate::server::connections::handshake_failed(peer);
-                }
-                tracing::debug!(target: "hookgate::tls", "{text}");
-                return;
-            }
-        }
-        self.0.log(record);
-    }
-
-    fn flush(&self) {
-        self.0.flush();
     }
 }
 

@@ -4,12 +4,11 @@
 //! refused while the old one keeps serving.
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use openssl::pkey::{PKey, Private};
-use openssl::x509::X509;
-use pingora_core::listeners::TlsAccept;
-use pingora_core::protocols::tls::TlsRef;
-use pingora_core::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::InconsistentKeys;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,15 +23,25 @@ pub enum CertificateError {
     #[error("{}: not a PEM certificate chain: {source}", path.display())]
     NotAChain {
         path: PathBuf,
-        source: openssl::error::ErrorStack,
+        source: rustls::pki_types::pem::Error,
     },
     #[error("{}: not a PEM private key: {source}", path.display())]
     NotAKey {
         path: PathBuf,
-        source: openssl::error::ErrorStack,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: a private key that cannot sign a TLS handshake: {source}", path.display())]
+    UnusableKey {
+        path: PathBuf,
+        source: rustls::Error,
     },
     #[error("{}: no certificate in the file", path.display())]
     Empty { path: PathBuf },
+    #[error("{}: the first certificate cannot be used: {source}", path.display())]
+    BadLeaf {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("{} does not belong to the certificate in {}", key.display(), cert.display())]
     KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("generating the dev certificate: {0}")]
@@ -44,16 +53,12 @@ pub enum CertificateError {
     },
 }
 
-struct Pair {
-    /// The leaf first, then the intermediates.
-    chain: Vec<X509>,
-    key: PKey<Private>,
-}
-
+#[derive(Debug)]
 pub struct Certificate {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-    current: ArcSwap<Pair>,
+    /// The leaf first, then the intermediates, with the key that signs for the leaf.
+    current: ArcSwap<CertifiedKey>,
 }
 
 impl Certificate {
@@ -73,65 +78,62 @@ impl Certificate {
         Ok(())
     }
 
-    /// What Pingora calls during each handshake.
-    pub fn acceptor(self: &Arc<Self>) -> Box<dyn TlsAccept + Send + Sync> {
-        Box::new(Acceptor(self.clone()))
+    /// What rustls asks for the chain and key during each handshake.
+    pub fn resolver(self: &Arc<Self>) -> Arc<dyn ResolvesServerCert> {
+        self.clone()
     }
 }
 
-fn read(cert_file: &Path, key_file: &Path) -> Result<Pair, CertificateError> {
+fn read(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, CertificateError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| CertificateError::Read {
             path: path.to_path_buf(),
             source,
         })
     };
-    let chain =
-        X509::stack_from_pem(&read(cert_file)?).map_err(|source| CertificateError::NotAChain {
+    let chain = CertificateDer::pem_slice_iter(&read(cert_file)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| CertificateError::NotAChain {
             path: cert_file.to_path_buf(),
             source,
         })?;
-    let key = PKey::private_key_from_pem(&read(key_file)?).map_err(|source| {
+    if chain.is_empty() {
+        return Err(CertificateError::Empty {
+            path: cert_file.to_path_buf(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(key_file)?).map_err(|source| {
         CertificateError::NotAKey {
             path: key_file.to_path_buf(),
             source,
         }
     })?;
-    let leaf = chain.first().ok_or_else(|| CertificateError::Empty {
-        path: cert_file.to_path_buf(),
-    })?;
-    let matches = leaf
-        .public_key()
-        .map(|public| public.public_eq(&key))
-        .unwrap_or(false);
-    if !matches {
-        return Err(CertificateError::KeyMismatch {
-            key: key_file.to_path_buf(),
-            cert: cert_file.to_path_buf(),
-        });
+    let signing_key =
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|source| {
+            CertificateError::UnusableKey {
+                path: key_file.to_path_buf(),
+                source,
+            }
+        })?;
+    let pair = CertifiedKey::new(chain, signing_key);
+    // A leaf that does not parse is refused here rather than at the first handshake.
+    match pair.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(pair),
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            Err(CertificateError::KeyMismatch {
+                key: key_file.to_path_buf(),
+                cert: cert_file.to_path_buf(),
+            })
+        }
+        Err(source) => Err(CertificateError::BadLeaf {
+            path: cert_file.to_path_buf(),
+            source,
+        }),
     }
-    Ok(Pair { chain, key })
 }
 
-struct Acceptor(Arc<Certificate>);
-
-#[async_trait]
-impl TlsAccept for Acceptor {
-    async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let pair = self.0.current.load();
-        let Some(leaf) = pair.chain.first() else {
-            return;
-        };
-        // A failure here fails the handshake, which is all that can be done mid-handshake.
-        if let Err(e) = ssl_use_certificate(ssl, leaf)
-            .and_then(|()| {
-                pair.chain[1..]
-                    .iter()
-                    .try_for_each(|c| ssl_add_chain_cert(ssl, c))
-            })
-            .and_then(|()| ssl_use_private_key(ssl, &pair.key))
-        {
-            tracing::warn!(error = %e, "cannot use the certificate for a handshake");
-        }
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
     }
 }

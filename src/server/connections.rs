@@ -4,10 +4,11 @@
 //!
 //! A connection counts from its accept (Pingora's connection filter, which runs in the accept
 //! loop: while it waits, nothing more is accepted) until the app's last `process_new` returns
-//! without a reusable stream, or its handshake fails. Pingora reports a failed handshake only
-//! as a log line, which `logging` hands to [`handshake_failed`]; a handshake that never ends is
-//! given up by Pingora after [`HANDSHAKE_TIMEOUT`], after which its slot is reclaimed here.
+//! without a reusable stream. On a TLS listener that `process_new` makes the handshake first
+//! (`handshake`): a failed one is counted, logged at DEBUG only (any client can fail one at will,
+//! and an ERROR line per failure would let a stranger flood the log), and its slot freed.
 
+use super::handshake::Handshake;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::ConnectionFilter;
@@ -16,18 +17,16 @@ use pingora_core::server::ShutdownWatch;
 use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Pingora's bound on a downstream handshake (`services::listening`), plus a margin.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(61);
+/// How long an accepted connection may wait for the app before its slot is taken back: the app
+/// gets it at once, so this only guards against a connection Pingora dropped in between.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(61);
 
 /// How often the limit is warned about while a listener stays at it.
 const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// Every listener's limit, for the handshake failures Pingora reports by peer address only.
-static LIMITS: Mutex<Vec<Weak<ConnectionLimit>>> = Mutex::new(Vec::new());
 
 /// One listener's open connections against its `max_connections`.
 pub struct ConnectionLimit {
@@ -40,16 +39,16 @@ pub struct ConnectionLimit {
 
 #[derive(Default)]
 struct Counts {
-    /// Accepted, handshake not finished: by peer address, with the time of the accept.
-    handshaking: HashMap<SocketAddr, Instant>,
-    /// Handshake done, served by the app.
+    /// Accepted, not yet handed to the app: by peer address, with the time of the accept.
+    accepted: HashMap<SocketAddr, Instant>,
+    /// Handed to the app.
     serving: usize,
     last_warned: Option<Instant>,
 }
 
 impl Counts {
     fn open(&self) -> usize {
-        self.handshaking.len() + self.serving
+        self.accepted.len() + self.serving
     }
 }
 
@@ -64,17 +63,13 @@ impl std::fmt::Debug for ConnectionLimit {
 
 impl ConnectionLimit {
     pub fn new(listener: &str, max: usize, handshake_failures: IntCounter) -> Arc<Self> {
-        let limit = Arc::new(Self {
+        Arc::new(Self {
             listener: listener.to_string(),
             max,
             counts: Mutex::new(Counts::default()),
             freed: Notify::new(),
             handshake_failures,
-        });
-        let mut all = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|l| l.strong_count() > 0);
-        all.push(Arc::downgrade(&limit));
-        limit
+        })
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -86,13 +81,9 @@ impl ConnectionLimit {
         let mut counts = self.counts();
         let now = Instant::now();
         if counts.open() >= self.max {
-            // Handshakes Pingora has given up on by now, without a word we could match.
-            let before = counts.handshaking.len();
             counts
-                .handshaking
-                .retain(|_, accepted| now.duration_since(*accepted) < HANDSHAKE_TIMEOUT);
-            self.handshake_failures
-                .inc_by((before - counts.handshaking.len()) as u64);
+                .accepted
+                .retain(|_, at| now.duration_since(*at) < HANDOVER_TIMEOUT);
         }
         if counts.open() >= self.max {
             if counts
@@ -108,19 +99,16 @@ impl ConnectionLimit {
             }
             return false;
         }
-        counts.handshaking.insert(peer, now);
+        counts.accepted.insert(peer, now);
         true
     }
 
-    /// The connection from `peer` finished its handshake; true when it was counted as new here
-    /// (a reused keep-alive stream was counted when it arrived).
-    fn handshake_done(&self, peer: SocketAddr) -> bool {
+    /// The connection from `peer` reached the app (a reused keep-alive stream was counted when
+    /// it arrived).
+    fn handed_over(&self, peer: SocketAddr) {
         let mut counts = self.counts();
-        if counts.handshaking.remove(&peer).is_some() {
+        if counts.accepted.remove(&peer).is_some() {
             counts.serving += 1;
-            true
-        } else {
-            false
         }
     }
 
@@ -131,34 +119,10 @@ impl ConnectionLimit {
         self.freed.notify_one();
     }
 
-    fn forget_handshake(&self, peer: SocketAddr) -> bool {
-        let removed = self.counts().handshaking.remove(&peer).is_some();
-        if removed {
-            self.handshake_failures.inc();
-            self.freed.notify_one();
-        }
-        removed
-    }
-
-    /// Open connections on this listener, counted or handshaking.
+    /// Open connections on this listener, accepted or served.
     #[cfg(test)]
     fn open(&self) -> usize {
         self.counts().open()
-    }
-}
-
-/// A handshake with `peer` failed (Pingora logged it): its slot is free again.
-pub fn handshake_failed(peer: SocketAddr) {
-    let limits: Vec<Arc<ConnectionLimit>> = LIMITS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for limit in limits {
-        if limit.forget_handshake(peer) {
-            return;
-        }
     }
 }
 
@@ -180,16 +144,18 @@ impl ConnectionFilter for AcceptWhenFree {
             if self.0.try_admit(peer) {
                 return true;
             }
-            // Woken by a closed connection; the timeout is for handshakes that expire silently.
-            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, freed).await;
+            // Woken by a closed connection; the timeout is for a slot taken back in `try_admit`.
+            let _ = tokio::time::timeout(HANDOVER_TIMEOUT, freed).await;
         }
     }
 }
 
-/// The listener's app, counting each connection until it closes.
+/// The listener's app, counting each connection until it closes, and making the TLS handshake
+/// of a new connection on a TLS listener.
 pub struct Counted<A> {
     pub app: Arc<A>,
     pub limit: Arc<ConnectionLimit>,
+    pub tls: Option<Handshake>,
 }
 
 /// Frees the connection's slot when dropped, unless the connection lives on.
@@ -214,10 +180,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
         if let Some(peer) = peer {
-            self.limit.handshake_done(peer);
+            self.limit.handed_over(peer);
         }
         // Counted connections are the ones with a peer address (see `AcceptWhenFree`).
         let mut slot = Slot(peer.map(|_| &*self.limit));
+        // A reused keep-alive stream is already a TLS session.
+        let stream = match &self.tls {
+            // Boxed: the handshake's state would otherwise enlarge every connection's future,
+            // plain HTTP ones included.
+            Some(tls) if stream.get_ssl_digest().is_none() => {
+                match Box::pin(tls.accept(stream)).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        self.limit.handshake_failures.inc();
+                        tracing::debug!(target: "hookgate::tls", peer = ?peer, error = %e, "TLS handshake failed");
+                        return None;
+                    }
+                }
+            }
+            _ => stream,
+        };
         let reused = self.app.process_new(stream, shutdown).await;
         if reused.is_some() {
             slot.0 = None;
@@ -239,20 +221,18 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_held_from_accept_to_close_and_freed_by_a_failed_handshake() {
+    fn a_slot_is_held_from_accept_to_close() {
         let failures = IntCounter::new("f", "f").unwrap();
-        let limit = ConnectionLimit::new("test", 2, failures.clone());
+        let limit = ConnectionLimit::new("test", 2, failures);
         assert!(limit.try_admit(peer(1)));
         assert!(limit.try_admit(peer(2)));
         assert!(!limit.try_admit(peer(3)), "the third waits");
-        assert!(limit.handshake_done(peer(1)));
-        assert!(!limit.handshake_done(peer(1)), "a reused stream is not new");
+        limit.handed_over(peer(1));
+        limit.handed_over(peer(1));
+        assert_eq!(limit.open(), 2, "a reused stream is not counted again");
         assert!(!limit.try_admit(peer(3)));
         limit.close();
         assert!(limit.try_admit(peer(3)));
         assert_eq!(limit.open(), 2);
-        handshake_failed(peer(2));
-        assert_eq!(failures.get(), 1);
-        assert_eq!(limit.open(), 1);
     }
 }

@@ -17,6 +17,7 @@ mod delivery_log;
 mod enqueue;
 pub mod forward;
 mod gateway;
+mod handshake;
 mod outcome;
 mod pool;
 mod reload;
@@ -39,7 +40,6 @@ use arc_swap::ArcSwap;
 use certificate::Certificate;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::connectors::TransportConnector;
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -57,10 +57,7 @@ pub enum RunError {
         source: certificate::CertificateError,
     },
     #[error("listen {addr}: TLS settings: {source}")]
-    TlsSettings {
-        addr: String,
-        source: Box<pingora_error::Error>,
-    },
+    TlsSettings { addr: String, source: rustls::Error },
     #[error("{0}")]
     DevCertificate(certificate::CertificateError),
     #[error("upgrade_socket directory {dir}: {message}")]
@@ -179,16 +176,8 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
             config.max_connections,
             runtime.metrics.tls_handshake_failures.clone(),
         );
-        let mut webhooks = Service::new(
-            format!("hookgate webhooks {}", l.addr),
-            connections::Counted {
-                app: app.clone(),
-                limit: limit.clone(),
-            },
-        );
-        webhooks.set_connection_filter(Arc::new(connections::AcceptWhenFree(limit)));
-        match &l.tls {
-            None => webhooks.add_tcp(&l.addr),
+        let tls = match &l.tls {
+            None => None,
             Some(t) => {
                 let (cert, key) = match t {
                     ListenerTls::Files { cert, key } => (cert.clone(), key.clone()),
@@ -203,20 +192,29 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
                         addr: l.addr.clone(),
                         source,
                     })?;
-                let mut settings =
-                    TlsSettings::with_callbacks(certificate.acceptor()).map_err(|source| {
+                let handshake =
+                    handshake::Handshake::new(&certificate, runtime.clone()).map_err(|source| {
                         RunError::TlsSettings {
                             addr: l.addr.clone(),
                             source,
                         }
                     })?;
-                settings.enable_h2();
-                webhooks.add_tls_with_settings(&l.addr, None, settings);
                 if matches!(t, ListenerTls::Files { .. }) {
                     certificates.push(certificate);
                 }
+                Some(handshake)
             }
-        }
+        };
+        let mut webhooks = Service::new(
+            format!("hookgate webhooks {}", l.addr),
+            connections::Counted {
+                app: app.clone(),
+                limit: limit.clone(),
+                tls,
+            },
+        );
+        webhooks.set_connection_filter(Arc::new(connections::AcceptWhenFree(limit)));
+        webhooks.add_tcp(&l.addr);
         webhooks.threads = Some(config.threads);
         server.add_service(webhooks);
         tracing::info!(addr = %l.addr, tls = l.tls.is_some(), max_connections = config.max_connections, "webhook listener");
