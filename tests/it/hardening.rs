@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn signed_head(path: &str, body: &[u8], extra: &str) -> String {
     format!(
@@ -451,6 +451,31 @@ async fn failed_tls_handshakes_free_their_slot_are_counted_and_logged_quietly() 
             .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("handshake")),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_tls_handshake_not_finished_within_the_client_timeout_is_closed_and_counted() {
+    let up = Upstream::start().await;
+    let gw = Gateway::imggo(&up).await; // client_timeout: 2s
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", gw.https))
+        .await
+        .unwrap();
+    // Says nothing: no ClientHello. The gateway closes it once client_timeout has passed.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("a connection that never began its handshake was kept open for 10 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "closed after {waited:?}, before client_timeout"
+    );
+    let failures = gw
+        .metric("hookgate_tls_handshake_failures_total", &[])
+        .await;
+    assert_eq!(failures, 1.0);
 }
 
 /// The gateway's resident and peak memory (VmRSS, VmHWM), in bytes.

@@ -146,6 +146,49 @@ fn served_subject(port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// What `openssl s_client` negotiates with `port` when it offers `args`.
+fn negotiated(port: u16, args: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost {args} </dev/null 2>&1"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn the_server_picks_aes_128_gcm_and_refuses_anything_older_than_tls_1_2() {
+    let up = Upstream::start().await;
+    let gw = Gateway::imggo(&up).await;
+    // OpenSSL clients ask for AES-256-GCM first; the server's order wins.
+    let tls13 = negotiated(
+        gw.https,
+        "-tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+    );
+    assert!(
+        tls13.contains("TLSv1.3") && tls13.contains("TLS_AES_128_GCM_SHA256"),
+        "{tls13}"
+    );
+    // A client that offers only AES-256 still gets it.
+    let only256 = negotiated(gw.https, "-tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384");
+    assert!(only256.contains("TLS_AES_256_GCM_SHA384"), "{only256}");
+    let tls12 = negotiated(gw.https, "-tls1_2");
+    assert!(tls12.contains("ECDHE-ECDSA-AES128-GCM-SHA256"), "{tls12}");
+    // No CBC suite, and nothing before TLS 1.2: the server answers with an alert.
+    let cbc = negotiated(gw.https, "-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA256");
+    assert!(
+        cbc.contains("alert") && cbc.contains("Cipher is (NONE)"),
+        "{cbc}"
+    );
+    let tls11 = negotiated(gw.https, "-tls1_1");
+    assert!(
+        tls11.contains("alert") && tls11.contains("Cipher is (NONE)"),
+        "{tls11}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_rotates_the_certificate_for_new_handshakes_and_refuses_a_bad_pair() {
     let up = Upstream::start().await;
