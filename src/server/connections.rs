@@ -5,8 +5,7 @@
 //! A connection counts from its accept (Pingora's connection filter, which runs in the accept
 //! loop: while it waits, nothing more is accepted) until the app's last `process_new` returns
 //! without a reusable stream. On a TLS listener that `process_new` makes the handshake first
-//! (`handshake`): a failed one is counted, logged at DEBUG only (any client can fail one at will,
-//! and an ERROR line per failure would let a stranger flood the log), and its slot freed.
+//! (`handshake`); a failed one ends the connection and frees its slot.
 
 use super::handshake::Handshake;
 use async_trait::async_trait;
@@ -14,7 +13,6 @@ use pingora_core::apps::ServerApp;
 use pingora_core::listeners::ConnectionFilter;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,7 +32,6 @@ pub struct ConnectionLimit {
     max: usize,
     counts: Mutex<Counts>,
     freed: Notify,
-    handshake_failures: IntCounter,
 }
 
 #[derive(Default)]
@@ -62,13 +59,12 @@ impl std::fmt::Debug for ConnectionLimit {
 }
 
 impl ConnectionLimit {
-    pub fn new(listener: &str, max: usize, handshake_failures: IntCounter) -> Arc<Self> {
+    pub fn new(listener: &str, max: usize) -> Arc<Self> {
         Arc::new(Self {
             listener: listener.to_string(),
             max,
             counts: Mutex::new(Counts::default()),
             freed: Notify::new(),
-            handshake_failures,
         })
     }
 
@@ -189,14 +185,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
             // Boxed: the handshake's state would otherwise enlarge every connection's future,
             // plain HTTP ones included.
             Some(tls) if stream.get_ssl_digest().is_none() => {
-                match Box::pin(tls.accept(stream)).await {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        self.limit.handshake_failures.inc();
-                        tracing::debug!(target: "hookgate::tls", peer = ?peer, error = %e, "TLS handshake failed");
-                        return None;
-                    }
-                }
+                Box::pin(tls.accept(stream, peer)).await?
             }
             _ => stream,
         };
@@ -222,8 +211,7 @@ mod tests {
 
     #[test]
     fn a_slot_is_held_from_accept_to_close() {
-        let failures = IntCounter::new("f", "f").unwrap();
-        let limit = ConnectionLimit::new("test", 2, failures);
+        let limit = ConnectionLimit::new("test", 2);
         assert!(limit.try_admit(peer(1)));
         assert!(limit.try_admit(peer(2)));
         assert!(!limit.try_admit(peer(3)), "the third waits");

@@ -19,6 +19,7 @@ use pingora_core::protocols::Stream;
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::version::{TLS12, TLS13};
 use rustls::CipherSuite;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// A listener's handshakes, with its certificate (swapped on SIGHUP) and the gateway's
@@ -30,7 +31,7 @@ pub struct Handshake {
 
 /// Why a connection got no TLS session.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+enum HandshakeError {
     #[error("{0}")]
     Tls(Box<pingora_error::Error>),
     #[error("not finished within client_timeout")]
@@ -56,8 +57,22 @@ impl Handshake {
         })
     }
 
-    /// The handshake on a connection the listener accepted.
-    pub async fn accept(&self, stream: Stream) -> Result<Stream, HandshakeError> {
+    /// The handshake on a connection the listener accepted from `peer`, or `None` when it
+    /// failed. A failure is counted (`hookgate_tls_handshake_failures_total`) and logged at DEBUG
+    /// only: any client can fail one at will, and an ERROR line each would let a stranger flood
+    /// the log and page someone.
+    pub async fn accept(&self, stream: Stream, peer: Option<SocketAddr>) -> Option<Stream> {
+        match self.tls_session(stream).await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                self.runtime.metrics.tls_handshake_failures.inc();
+                tracing::debug!(target: "hookgate::tls", peer = ?peer, error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    }
+
+    async fn tls_session(&self, stream: Stream) -> Result<Stream, HandshakeError> {
         let tcp = stream
             .into_any()
             .downcast::<TcpStream>()

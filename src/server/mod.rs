@@ -171,11 +171,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
     // Certificates from files are re-read on SIGHUP; a dev certificate is made once.
     let mut certificates = Vec::new();
     for l in &config.listeners {
-        let limit = connections::ConnectionLimit::new(
-            &l.addr,
-            config.max_connections,
-            runtime.metrics.tls_handshake_failures.clone(),
-        );
+        let limit = connections::ConnectionLimit::new(&l.addr, config.max_connections);
         let tls = match &l.tls {
             None => None,
             Some(t) => {

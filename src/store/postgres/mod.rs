@@ -4,10 +4,11 @@
 //! Acceptances that arrive together share one transaction and one commit (`group`), as one
 //! statement over arrays (claims, deliveries, destinations and a NOTIFY in one writable CTE);
 //! so do the outcomes of attempts, in three statements a group. Workers take due attempts with
-//! `FOR UPDATE SKIP LOCKED`, hold them with a lease (their due time moved past `delivery.timeout` + 30s), and are woken by
-//! LISTEN/NOTIFY when another replica accepts or retries a delivery. All database work runs on a
-//! runtime of the store's own, so connections outlive any one Pingora service runtime. A
-//! database that does not answer at start does not stop the gateway: migrations are retried
+//! `FOR UPDATE SKIP LOCKED`, hold them with a lease (their due time moved past
+//! `delivery.timeout` + 30s), and are woken by LISTEN/NOTIFY when another replica accepts or
+//! retries a delivery. All database work runs on a runtime of the store's own, so connections
+//! outlive any one Pingora service runtime. A database that does not answer at start does not
+//! stop the gateway: migrations are retried
 //! every second, and until they are applied every operation fails as unavailable (503
 //! `store_unavailable`, `/readyz` 503).
 //!
