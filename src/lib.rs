@@ -10,9 +10,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod destination;
+pub mod exchange;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod rate_limit;
 pub mod rejection;
 pub mod schedule;
 pub mod server;

@@ -18,6 +18,7 @@ pub enum Rejection {
     MethodNotAllowed,
     IpNotAllowed,
     HttpsRequired,
+    RateLimited { retry_after: Duration },
     PayloadTooLarge,
     Overloaded,
     RequestTimeout,
@@ -63,6 +64,11 @@ impl Rejection {
                 403,
                 "https_required",
                 "This route accepts deliveries over HTTPS only.",
+            ),
+            RateLimited { .. } => (
+                429,
+                "rate_limited",
+                "This client address sends more requests than the route's limit; retry later.",
             ),
             PayloadTooLarge => (
                 413,
@@ -146,6 +152,9 @@ impl Rejection {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             Rejection::DeliveryInProgress { retry_after } => Some(retry_after.as_secs().max(1)),
+            Rejection::RateLimited { retry_after } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
             Rejection::StoreUnavailable => Some(5),
             Rejection::Overloaded => Some(1),
             Rejection::QueueFull => Some(30),

@@ -3,6 +3,7 @@
 use super::model::*;
 use super::raw::*;
 use super::{env, Problem};
+use crate::rate_limit::RateLimit;
 use crate::signature::{self, SchemeName, SchemeSettings};
 use http::HeaderName;
 use ipnet::IpNet;
@@ -29,22 +30,26 @@ const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
 const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86400);
 
 /// Collects problems while compiling; every helper records and carries on, so one run reports all.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     problems: Vec<Problem>,
     base: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem::Field {
             path: path.into(),
             message: message.into(),
         });
     }
 
+    pub(super) fn problems_len(&self) -> usize {
+        self.problems.len()
+    }
+
     /// `${VAR}` expansion; on failure the problem is recorded and "" returned.
-    fn expand(&mut self, path: &str, text: &str) -> String {
+    pub(super) fn expand(&mut self, path: &str, text: &str) -> String {
         match env::expand(text, self.env) {
             Ok(s) => s,
             Err(e) => {
@@ -56,7 +61,7 @@ impl Ctx<'_> {
 
     /// A secret written `file:PATH`: the file's text, one trailing newline dropped. Its content
     /// never appears in a message.
-    fn secret_file(&mut self, field: &str, path: &str) -> String {
+    pub(super) fn secret_file(&mut self, field: &str, path: &str) -> String {
         let file = self.resolve(path);
         match std::fs::read_to_string(&file) {
             Ok(mut text) => {
@@ -454,6 +459,10 @@ fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route
     }
     let max_body = usize::try_from(max_body).unwrap_or(usize::MAX);
 
+    let limit = r
+        .limit
+        .as_ref()
+        .and_then(|l| limit(cx, &format!("{at}.limit"), l));
     let signature = r
         .signature
         .as_ref()
@@ -494,6 +503,7 @@ fn route(cx: &mut Ctx<'_>, at: &str, index: usize, r: &RawRoute) -> Option<Route
         mode: mode?,
         https_only: r.https_only.unwrap_or(true),
         allow_ips,
+        limit,
         max_body,
         signature,
         schema,
@@ -560,18 +570,8 @@ fn mode(cx: &mut Ctx<'_>, at: &str, r: &RawRoute, upstream_timeout: Duration) ->
                         format!("destination name {:?} is used twice", d.name),
                     );
                 }
-                if d.events.as_ref().is_some_and(Vec::is_empty) {
-                    cx.err(
-                        format!("{dat}.events"),
-                        "an empty list would send nothing here; omit events to send every event",
-                    );
-                }
-                if let Some(upstream) = upstream(cx, &format!("{dat}.url"), &d.url) {
-                    destinations.push(Destination {
-                        name: Arc::from(d.name.as_str()),
-                        upstream,
-                        events: d.events.clone(),
-                    });
+                if let Some(d) = super::destination::destination(cx, &dat, d) {
+                    destinations.push(d);
                 }
             }
             let policy = delivery_policy(cx, &format!("{at}.delivery"), r.delivery.as_ref());
@@ -630,25 +630,9 @@ fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> Deliv
     if max_in_flight == 0 {
         cx.err(format!("{at}.max_in_flight"), "must be at least 1");
     }
-    let rate = d.and_then(|d| d.rate.as_deref()).and_then(|text| {
-        let parsed = text.split_once('/').and_then(|(n, unit)| {
-            let n: f64 = n.trim().parse().ok()?;
-            let per = match unit.trim() {
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return None,
-            };
-            (n > 0.0 && n.is_finite()).then_some(n / per)
-        });
-        if parsed.is_none() {
-            cx.err(
-                format!("{at}.rate"),
-                format!("{text:?} is not a rate like 50/s, 600/m or 1000/h"),
-            );
-        }
-        parsed
-    });
+    let rate = d
+        .and_then(|d| d.rate.as_deref())
+        .and_then(|text| rate(cx, &format!("{at}.rate"), text));
     let max_queued = d.and_then(|d| d.max_queued).unwrap_or(DEFAULT_MAX_QUEUED);
     if max_queued == 0 {
         cx.err(format!("{at}.max_queued"), "must be at least 1");
@@ -667,6 +651,41 @@ fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> Deliv
     }
 }
 
+/// A rate like `50/s`, `600/m` or `1000/h`, per second.
+fn rate(cx: &mut Ctx<'_>, at: &str, text: &str) -> Option<f64> {
+    let parsed = text.split_once('/').and_then(|(n, unit)| {
+        let n: f64 = n.trim().parse().ok()?;
+        let per = match unit.trim() {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        (n > 0.0 && n.is_finite()).then_some(n / per)
+    });
+    if parsed.is_none() {
+        cx.err(
+            at,
+            format!("{text:?} is not a rate like 50/s, 600/m or 1000/h"),
+        );
+    }
+    parsed
+}
+
+/// A route's `limit`: requests per client address; `burst` defaults to one second's worth.
+fn limit(cx: &mut Ctx<'_>, at: &str, l: &RawLimit) -> Option<RateLimit> {
+    let rate = rate(cx, &format!("{at}.rate"), &l.rate)?;
+    let burst = match l.burst {
+        Some(0) => {
+            cx.err(format!("{at}.burst"), "must be at least 1");
+            return None;
+        }
+        Some(b) => b as f64,
+        None => rate.ceil().max(1.0),
+    };
+    Some(RateLimit::new(rate, burst))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -676,6 +695,20 @@ fn valid_name(name: &str) -> bool {
 
 fn upstream(cx: &mut Ctx<'_>, at: &str, text: &str) -> Option<Upstream> {
     let url = cx.expand(at, text);
+    upstream_url(cx, at, url)
+}
+
+/// An app's URL, `${VAR}`s already expanded.
+pub(super) fn upstream_url(cx: &mut Ctx<'_>, at: &str, url: String) -> Option<Upstream> {
+    if let Some(scheme) = super::destination::broker_scheme(&url) {
+        cx.err(
+            at,
+            format!(
+                "{scheme}:// is a broker destination: queue routes only (mode: queue, upstreams)"
+            ),
+        );
+        return None;
+    }
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
         Err(_) => {

@@ -5,6 +5,8 @@
 //! path such as `routes[imggo].allow_ips[1]: message`. Nothing in the request path parses config.
 
 mod compile;
+mod condition;
+mod destination;
 pub mod endpoint;
 pub mod env;
 mod model;
@@ -12,6 +14,7 @@ mod netset;
 pub mod raw;
 pub mod units;
 
+pub use condition::Condition;
 pub use model::*;
 pub use netset::NetSet;
 pub use raw::{OnError, Otherwise};

@@ -1,5 +1,6 @@
 //! The validated configuration the gateway runs on: parsed, typed, compiled, secrets resolved.
 
+use crate::rate_limit::RateLimit;
 use crate::signature::Scheme;
 use http::HeaderName;
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{OnError, Otherwise};
+use super::{Condition, OnError, Otherwise};
 
 pub struct Config {
     pub source: PathBuf,
@@ -96,6 +97,8 @@ pub struct Route {
     pub mode: Mode,
     pub https_only: bool,
     pub allow_ips: Option<super::NetSet>,
+    /// Requests per client address (with their buckets).
+    pub limit: Option<RateLimit>,
     pub max_body: usize,
     pub signature: Option<Box<dyn Scheme>>,
     pub schema: Option<jsonschema::Validator>,
@@ -112,6 +115,7 @@ impl Route {
                 .idempotency
                 .as_ref()
                 .is_some_and(|i| i.parts.iter().any(|p| matches!(p, KeyPart::Pointer(_))))
+            || matches!(&self.mode, Mode::Queue(q) if q.destinations.iter().any(|d| d.when.is_some()))
     }
 }
 
@@ -133,9 +137,55 @@ pub struct Queue {
 
 pub struct Destination {
     pub name: Arc<str>,
-    pub upstream: Upstream,
+    pub target: DestinationTarget,
     /// Only these events go here; `None`: every event.
     pub events: Option<Vec<String>>,
+    /// Only deliveries this condition holds for go here.
+    pub when: Option<Condition>,
+}
+
+/// Where one destination's deliveries go.
+pub enum DestinationTarget {
+    /// An app, over HTTP: a POST of the exact body.
+    Http(Upstream),
+    /// A broker: one message per delivery.
+    Broker(Broker),
+}
+
+impl DestinationTarget {
+    /// The URL as written in the file (before `${VAR}` expansion: no credentials), for `check`.
+    pub fn shown(&self) -> &str {
+        match self {
+            DestinationTarget::Http(u) => &u.url,
+            DestinationTarget::Broker(b) => &b.shown,
+        }
+    }
+}
+
+/// A broker destination (PRODUCT.md §9).
+#[derive(Clone)]
+pub struct Broker {
+    /// The URL with secrets resolved: never logged or shown.
+    pub url: String,
+    /// The URL as written in the file.
+    pub shown: String,
+    pub kind: BrokerKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// JetStream publish to `subject`, waiting for the stream's ack.
+    Nats { subject: String },
+    /// Persistent publish with publisher confirms, mandatory (unroutable is a failure).
+    Amqp {
+        exchange: String,
+        routing_key: String,
+    },
+    /// XADD to `stream`, trimmed to about `max_len` entries.
+    RedisStream {
+        stream: String,
+        max_len: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +252,7 @@ impl std::fmt::Display for Route {
                 write!(f, "{}: POST {} -> queue ->", self.name, self.path)?;
                 for (i, d) in q.destinations.iter().enumerate() {
                     let sep = if i == 0 { " " } else { ", " };
-                    write!(f, "{sep}{}={}", d.name, d.upstream.url)?;
+                    write!(f, "{sep}{}={}", d.name, d.target.shown())?;
                 }
             }
         }
@@ -216,6 +266,9 @@ impl std::fmt::Display for Route {
         }
         if let Some(ips) = &self.allow_ips {
             write!(f, " allow_ips={}", ips.len())?;
+        }
+        if let Some(l) = &self.limit {
+            write!(f, " limit={}/s(burst {})", l.rate, l.burst)?;
         }
         write!(f, " max_body={}", self.max_body)?;
         if self.schema.is_some() {

@@ -102,6 +102,8 @@ pub struct RawRoute {
     pub https_only: Option<bool>,
     /// CIDRs or addresses allowed to deliver; absent means any.
     pub allow_ips: Option<Vec<String>>,
+    /// Requests per client address; beyond it 429 before the body is read.
+    pub limit: Option<RawLimit>,
     /// Largest accepted body (default 1MiB).
     pub max_body: Option<ByteSize>,
     /// How deliveries are signed.
@@ -126,10 +128,35 @@ pub enum RawMode {
 pub struct RawDestination {
     /// Unique within the route; in metrics, logs and the delivery log.
     pub name: String,
-    /// `http://host:port` or `https://host:port` of this app.
+    /// `http(s)://host:port` of an app, or a broker: `nats://`, `amqp(s)://`, `redis(s)://`.
     pub url: String,
     /// Only these events (the route's `events.pointer`) go here; absent: every event.
     pub events: Option<Vec<String>>,
+    /// A CEL condition over `body`, `headers` and `event`; false: not sent here.
+    pub when: Option<String>,
+    /// nats: the JetStream subject to publish to.
+    pub subject: Option<String>,
+    /// amqp: the exchange to publish to (`""` is the default exchange).
+    pub exchange: Option<String>,
+    /// amqp: the routing key (default empty).
+    pub routing_key: Option<String>,
+    /// redis: the stream to append to.
+    pub stream: Option<String>,
+    /// redis: trim the stream to about this many entries (`MAXLEN ~`).
+    pub max_len: Option<u64>,
+    /// kafka: the topic to produce to.
+    pub topic: Option<String>,
+    /// kafka: a JSON pointer to the message key (default the idempotency key).
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    /// Requests per client address, e.g. `100/s`, `600/m`.
+    pub rate: String,
+    /// Requests an address may make at once (default: one second's worth of `rate`).
+    pub burst: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,9 +7,11 @@
 //! the body run before the upstream is contacted at all.
 
 pub mod address;
+pub mod destinations;
 pub mod events;
 pub mod framing;
 pub mod idempotency;
+pub mod limit;
 pub mod method;
 pub mod parse;
 pub mod schema;
@@ -22,7 +24,7 @@ use crate::rejection::{Answer, Rejection};
 use http::{HeaderMap, Method};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 pub use address::Client;
 pub use idempotency::DeliveryKey;
@@ -44,7 +46,7 @@ pub struct Admitted<'g> {
     pub client: Client,
 }
 
-/// route → method → client address → transport → declared size → signature present.
+/// route → method → client address → transport → rate limit → declared size → signature present.
 pub fn check_head<'g>(
     policy: &'g RequestPolicy,
     head: &Head<'_>,
@@ -57,6 +59,9 @@ pub fn check_head<'g>(
     let client = address::resolve(head.peer, head.tls, head.headers, &policy.trusted_proxies);
     address::check(route.allow_ips.as_ref(), &client).map_err(fail)?;
     transport::check(route.https_only, &client).map_err(fail)?;
+    // An address a trusted proxy forwarded as garbage is limited with the proxy's bucket.
+    let limited = client.addr.unwrap_or(head.peer.to_canonical());
+    limit::check(route.limit.as_ref(), limited, Instant::now()).map_err(fail)?;
     size::check_declared(head.headers, route.max_body).map_err(fail)?;
     signature::check_present(route.signature.as_deref(), head.headers).map_err(fail)?;
     Ok(Admitted { route, client })
@@ -68,6 +73,8 @@ pub struct Checked {
     pub key: Option<DeliveryKey>,
     /// The event name at the route's `events.pointer`, where it is a string.
     pub event: Option<String>,
+    /// Queue routes: the destinations this delivery goes to.
+    pub selection: destinations::Selection,
 }
 
 /// Only queue routes keep the event (the delivery log shows it, destinations filter on it).
@@ -111,8 +118,11 @@ pub fn check_body(
         Some(i) => Some(idempotency::key(i, headers, json.as_ref())?),
         None => None,
     };
+    let event = event_name(route, json.as_ref());
+    let selection = destinations::select(route, headers, json.as_ref(), event.as_deref());
     Ok(Checked {
         key,
-        event: event_name(route, json.as_ref()),
+        event,
+        selection,
     })
 }

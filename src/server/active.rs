@@ -3,7 +3,8 @@
 //! metric series every delivery touches.
 
 use super::forward::UpstreamLink;
-use crate::config::{Mode, RequestPolicy, Route};
+use crate::config::{DestinationTarget, Mode, RequestPolicy, Route};
+use crate::destination::{self, Publisher};
 use crate::metrics::Metrics;
 use prometheus::{Histogram, IntCounter};
 use std::sync::Arc;
@@ -27,7 +28,13 @@ pub enum Target {
     /// A forward route's app (boxed: a link is large, a queue route's list is not).
     Forward(Box<UpstreamLink>),
     /// A queue route's destinations, in config order.
-    Queue(Vec<UpstreamLink>),
+    Queue(Vec<DestinationLink>),
+}
+
+/// How the worker reaches one queue destination.
+pub enum DestinationLink {
+    Http(Box<UpstreamLink>),
+    Broker(Arc<dyn Publisher>),
 }
 
 impl ActiveConfig {
@@ -44,7 +51,14 @@ impl ActiveConfig {
                     Mode::Queue(q) => Target::Queue(
                         q.destinations
                             .iter()
-                            .map(|d| UpstreamLink::new(&d.upstream, q.policy.timeout))
+                            .map(|d| match &d.target {
+                                DestinationTarget::Http(upstream) => DestinationLink::Http(
+                                    Box::new(UpstreamLink::new(upstream, q.policy.timeout)),
+                                ),
+                                DestinationTarget::Broker(broker) => DestinationLink::Broker(
+                                    destination::publisher(broker, q.policy.timeout),
+                                ),
+                            })
                             .collect(),
                     ),
                 };
@@ -63,8 +77,14 @@ impl ActiveConfig {
     /// Every upstream link (for the idle-connection sweep).
     pub fn links(&self) -> impl Iterator<Item = &UpstreamLink> {
         self.routes.iter().flat_map(|r| match &r.target {
-            Target::Forward(link) => std::slice::from_ref(&**link),
-            Target::Queue(links) => links.as_slice(),
+            Target::Forward(link) => vec![&**link],
+            Target::Queue(links) => links
+                .iter()
+                .filter_map(|l| match l {
+                    DestinationLink::Http(link) => Some(&**link),
+                    DestinationLink::Broker(_) => None,
+                })
+                .collect(),
         })
     }
 
@@ -74,7 +94,7 @@ impl ActiveConfig {
     }
 
     /// A queue route's destination link by name.
-    pub fn destination(&self, route: &Route, name: &str) -> Option<&UpstreamLink> {
+    pub fn destination(&self, route: &Route, name: &str) -> Option<&DestinationLink> {
         let (Mode::Queue(q), Target::Queue(links)) = (&route.mode, &self.route(route).target)
         else {
             return None;

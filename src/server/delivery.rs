@@ -51,7 +51,10 @@ pub async fn forward(
         )
         .await;
     }
-    result.map_err(Answer::Reject)
+    result.map_err(|e| {
+        tracing::warn!(route = %route.name, error = %e, "upstream exchange failed");
+        Answer::Reject(e.rejection())
+    })
 }
 
 /// Claims the key; a store failure answers 503 or, under `on_error: allow`, forwards undeduped.

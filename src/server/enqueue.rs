@@ -26,24 +26,19 @@ pub async fn enqueue(
     let Some(store) = &rt.queue else {
         return Rejection::StoreUnavailable.into();
     };
-    let destinations = queue
-        .destinations
-        .iter()
-        .filter(|d| match (&d.events, &checked.event) {
-            (None, _) => true,
-            (Some(allowed), Some(event)) => allowed.iter().any(|a| a == event),
-            (Some(_), None) => false,
-        })
-        .map(|d| d.name.to_string())
-        .collect();
+    let Checked {
+        key,
+        event,
+        selection,
+    } = checked;
     let new = NewDelivery {
         route: route.name.to_string(),
-        key: checked.key,
-        event: checked.event,
+        key,
+        event,
         target: target.to_string(),
         headers,
         body,
-        destinations,
+        destinations: selection.destinations,
         received_ms,
         max_queued: queue.policy.max_queued,
     };
@@ -51,6 +46,9 @@ pub async fn enqueue(
     match timed(&rt.metrics, StoreOp::Enqueue, store.enqueue(new)).await {
         Ok(Enqueued::Queued(id)) => {
             rt.queue_wake.notify_one();
+            for (destination, error) in &selection.failed_conditions {
+                tracing::warn!(route = %route.name, destination = %destination, delivery_id = %id, error = %error, "a destination's when could not be evaluated; not sent there");
+            }
             Answer::Queued {
                 delivery_id: id.to_string(),
             }

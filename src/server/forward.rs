@@ -4,8 +4,8 @@
 
 use super::pool::Pool;
 use crate::config::Upstream;
+use crate::exchange::ExchangeError;
 use crate::pipeline::Client;
-use crate::rejection::Rejection;
 use crate::trace::Traceparent;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderName;
@@ -212,18 +212,17 @@ impl UpstreamLink {
     }
 }
 
-/// One exchange with the app within the link's timeout: 502 when it cannot be reached or
-/// answers garbage, 504 when it does not answer in time.
+/// One exchange with the app within the link's timeout.
 pub async fn exchange(
     connector: &TransportConnector,
     link: &UpstreamLink,
     head: BytesMut,
     body: Bytes,
-) -> Result<UpstreamAnswer, Rejection> {
-    let exchanged = exchange_inner(connector, &link.pool, &link.peer, head, body);
+) -> Result<UpstreamAnswer, ExchangeError> {
+    let exchanged = exchange_inner(connector, &link.pool, &link.peer, head, body, link.timeout);
     match tokio::time::timeout(link.timeout, exchanged).await {
         Ok(result) => result,
-        Err(_) => Err(Rejection::UpstreamTimeout),
+        Err(_) => Err(ExchangeError::Timeout(link.timeout)),
     }
 }
 
@@ -233,28 +232,17 @@ async fn exchange_inner(
     peer: &HttpPeer,
     head: BytesMut,
     body: Bytes,
-) -> Result<UpstreamAnswer, Rejection> {
-    let unavailable = |e: Box<pingora_core::Error>| {
-        tracing::debug!(error = %e, "upstream exchange failed");
-        if e.etype() == &pingora_core::ErrorType::ConnectTimedout
-            || e.etype() == &pingora_core::ErrorType::ReadTimedout
-        {
-            Rejection::UpstreamTimeout
-        } else {
-            Rejection::UpstreamUnavailable
-        }
-    };
+    timeout: Duration,
+) -> Result<UpstreamAnswer, ExchangeError> {
+    let failed = |e: Box<pingora_core::Error>| ExchangeError::from_pingora(&e, timeout);
     // Head and body go out in one vectored write: the connector's streams are unbuffered, and
     // Pingora's client session would send the head and the body apart (two sends per delivery
     // instead of one). Pingora's client session then reads the answer.
     let mut stream = match pool.take() {
         Some(s) => s,
-        None => connector.new_stream(peer).await.map_err(unavailable)?,
+        None => connector.new_stream(peer).await.map_err(failed)?,
     };
-    let io = |e: std::io::Error| {
-        tracing::debug!(error = %e, "writing to the upstream failed");
-        Rejection::UpstreamUnavailable
-    };
+    let io = |e: std::io::Error| ExchangeError::Io(format!("writing the request: {e}"));
     stream
         .write_all_buf(&mut head.freeze().chain(body))
         .await
@@ -263,7 +251,7 @@ async fn exchange_inner(
     let mut session = HttpSession::new_with_options(stream, peer);
     // Skip informational answers (100 Continue, 103 Early Hints).
     loop {
-        session.read_response().await.map_err(unavailable)?;
+        session.read_response().await.map_err(failed)?;
         let status = session.resp_header().map_or(0, |h| h.status.as_u16());
         if !(100..200).contains(&status) {
             break;
@@ -273,12 +261,12 @@ async fn exchange_inner(
         session
             .resp_header()
             .cloned()
-            .ok_or(Rejection::UpstreamUnavailable)?,
+            .ok_or_else(|| ExchangeError::BadResponse("no response head".into()))?,
     );
     let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_body_bytes().await.map_err(unavailable)? {
+    while let Some(chunk) = session.read_body_bytes().await.map_err(failed)? {
         if buf.len() + chunk.len() > MAX_RESPONSE_BODY {
-            return Err(Rejection::UpstreamUnavailable);
+            return Err(ExchangeError::ResponseTooLarge(MAX_RESPONSE_BODY));
         }
         buf.extend_from_slice(&chunk);
     }

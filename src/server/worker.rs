@@ -6,12 +6,13 @@
 //! worker sleeps until the earliest due attempt, and is woken early when a delivery is accepted
 //! or retried, or when an attempt finishes and frees room.
 
-use super::active::ActiveConfig;
-use super::forward;
+use super::active::{ActiveConfig, DestinationLink};
+use super::forward::{self, UpstreamLink};
 use super::runtime::Runtime;
 use crate::config::{DeliveryPolicy, Mode, Route};
+use crate::destination::{self, Message, Publisher};
+use crate::exchange::ExchangeError;
 use crate::metrics::status_class;
-use crate::rejection::Rejection;
 use crate::schedule;
 use crate::store::queue::{unix_ms, AttemptResult, DueAttempt, Queue};
 use async_trait::async_trait;
@@ -237,6 +238,19 @@ impl Worker {
     }
 }
 
+/// What a destination answered: an app's status (and its Retry-After on 429 or 503), or a
+/// broker's ack (no status).
+struct Answered {
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+}
+
+impl Answered {
+    fn delivered(&self) -> bool {
+        self.status.is_none_or(|s| (200..300).contains(&s))
+    }
+}
+
 /// One attempt at one destination, with what it needs to report.
 struct Attempt {
     runtime: Arc<Runtime>,
@@ -274,16 +288,10 @@ impl Attempt {
             // The destination left the config: it waits, dead, for a retry by hand.
             return self.failed(a, started, t, None, "destination not in the config".into());
         };
-        let mut head = BytesMut::with_capacity(a.headers.len() + 128);
-        forward::write_request_line(&mut head, "POST", &a.target);
-        head.extend_from_slice(&a.headers);
-        let _ = write!(
-            head,
-            "Hookgate-Delivery-Id: {}\r\nHookgate-Attempt: {}\r\n",
-            a.id, a.attempt
-        );
-        forward::end_head(&mut head, a.body.len());
-        let exchanged = forward::exchange(&rt.connector, link, head, a.body.clone()).await;
+        let exchanged = match link {
+            DestinationLink::Http(link) => self.post(link, a).await,
+            DestinationLink::Broker(publisher) => self.publish(&**publisher, &q.policy, a).await,
+        };
         let labels = |result: &str| {
             rt.metrics
                 .delivery_attempts
@@ -291,9 +299,8 @@ impl Attempt {
                 .inc();
         };
         match exchanged {
-            Ok(answer) if answer.header.status.is_success() => {
-                let status = answer.header.status.as_u16();
-                labels("2xx");
+            Ok(answer) if answer.delivered() => {
+                labels(answer.status.map_or("ack", status_class));
                 rt.metrics
                     .deliveries
                     .with_label_values(&[&*route.name, a.destination.as_str(), "delivered"])
@@ -309,18 +316,14 @@ impl Attempt {
                     attempt: a.attempt,
                     started_ms: unix_ms(started),
                     duration_ms: t.elapsed().as_millis() as u64,
-                    status: Some(status),
+                    status: answer.status,
                     error: None,
                     next: None,
                 }
             }
             Ok(answer) => {
-                let status = answer.header.status.as_u16();
+                let status = answer.status.unwrap_or_default();
                 labels(status_class(status));
-                let retry_after = matches!(status, 429 | 503)
-                    .then(|| answer.header.headers.get(http::header::RETRY_AFTER))
-                    .flatten()
-                    .and_then(|v| schedule::parse_retry_after(v.as_bytes()));
                 self.failed(
                     a,
                     started,
@@ -328,18 +331,65 @@ impl Attempt {
                     Some(status),
                     format!("the app answered {status}"),
                 )
-                .with_policy(&q.policy, a, retry_after, rt, route)
+                .with_policy(&q.policy, a, answer.retry_after, rt, route)
             }
-            Err(r) => {
-                let what = if r == Rejection::UpstreamTimeout {
-                    "timeout"
-                } else {
-                    "unavailable"
-                };
-                labels(what);
-                self.failed(a, started, t, None, what.to_string())
+            Err(e) => {
+                labels(e.result());
+                tracing::debug!(route = %route.name, destination = %a.destination, delivery_id = %a.id, error = %e, "queue attempt failed");
+                self.failed(a, started, t, None, e.to_string())
                     .with_policy(&q.policy, a, None, rt, route)
             }
+        }
+    }
+
+    /// POSTs the delivery to an app.
+    async fn post(&self, link: &UpstreamLink, a: &DueAttempt) -> Result<Answered, ExchangeError> {
+        let mut head = BytesMut::with_capacity(a.headers.len() + 128);
+        forward::write_request_line(&mut head, "POST", &a.target);
+        head.extend_from_slice(&a.headers);
+        let _ = write!(
+            head,
+            "Hookgate-Delivery-Id: {}\r\nHookgate-Attempt: {}\r\n",
+            a.id, a.attempt
+        );
+        forward::end_head(&mut head, a.body.len());
+        let answer = forward::exchange(&self.runtime.connector, link, head, a.body.clone()).await?;
+        let status = answer.header.status.as_u16();
+        let retry_after = matches!(status, 429 | 503)
+            .then(|| answer.header.headers.get(http::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| schedule::parse_retry_after(v.as_bytes()));
+        Ok(Answered {
+            status: Some(status),
+            retry_after,
+        })
+    }
+
+    /// Publishes the delivery to a broker, within `delivery.timeout`.
+    async fn publish(
+        &self,
+        publisher: &dyn Publisher,
+        policy: &DeliveryPolicy,
+        a: &DueAttempt,
+    ) -> Result<Answered, ExchangeError> {
+        let mut headers = destination::header_pairs(&a.headers);
+        headers.push(("Hookgate-Delivery-Id".into(), a.id.to_string()));
+        headers.push(("Hookgate-Attempt".into(), a.attempt.to_string()));
+        headers.push(("Hookgate-Route".into(), self.route.name.to_string()));
+        if let Some(event) = &a.event {
+            headers.push(("Hookgate-Event".into(), event.clone()));
+        }
+        let message = Message {
+            id: a.id.to_string(),
+            headers,
+            body: a.body.clone(),
+        };
+        match tokio::time::timeout(policy.timeout, publisher.publish(&message)).await {
+            Ok(published) => published.map(|()| Answered {
+                status: None,
+                retry_after: None,
+            }),
+            Err(_) => Err(ExchangeError::Timeout(policy.timeout)),
         }
     }
 

@@ -95,6 +95,8 @@ pub struct DueAttempt {
     pub headers: Bytes,
     pub body: Bytes,
     pub received_ms: u64,
+    /// The event name stored with the delivery.
+    pub event: Option<String>,
 }
 
 /// How one attempt ended.

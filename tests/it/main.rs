@@ -1,6 +1,7 @@
 //! hookgate's integration tests: one binary that starts the real gateway process and a recording
 //! upstream on ephemeral ports (see `harness`).
 
+mod brokers;
 mod cli;
 mod contract;
 mod delivery_log;
@@ -10,6 +11,7 @@ mod hardening;
 mod harness;
 mod hostile;
 mod idempotency;
+mod limits;
 mod observability;
 mod operations;
 mod postgres;

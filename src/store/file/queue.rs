@@ -137,6 +137,7 @@ impl Queue for FileStore {
                 headers: payload.slice(..head_len),
                 body: payload.slice(head_len..),
                 received_ms: d.received_ms,
+                event: d.event.clone(),
             });
         }
         Ok(taken)

@@ -80,7 +80,7 @@ impl Queue for PostgresStore {
                               AND d.name = $2
                             RETURNING d.delivery_id, d.attempts, d.scheduled)
                         SELECT t.delivery_id, t.attempts, t.scheduled, x.target, x.headers, x.body,
-                               x.received_ms
+                               x.received_ms, x.event
                         FROM taken t JOIN hookgate_deliveries x ON x.id = t.delivery_id",
                     )
                     .await?,
@@ -106,6 +106,7 @@ impl Queue for PostgresStore {
                 headers: Bytes::from(r.get::<_, Vec<u8>>(4)),
                 body: Bytes::from(r.get::<_, Vec<u8>>(5)),
                 received_ms: r.get::<_, i64>(6).max(0) as u64,
+                event: r.get(7),
             })
             .collect())
     }

@@ -1,0 +1,156 @@
+//! One queue route destination as written (`upstreams[i]`) compiled into a [`Destination`]: an
+//! app over HTTP, or a broker chosen by the URL's scheme with the keys that scheme needs.
+
+use super::compile::{upstream_url, Ctx};
+use super::raw::RawDestination;
+use super::{Broker, BrokerKind, Condition, Destination, DestinationTarget};
+use std::sync::Arc;
+
+/// The broker schemes (PRODUCT.md §9); `kafka` is recognised so `check` can say it is not built.
+const BROKER_SCHEMES: &[&str] = &[
+    "nats", "tls", "nats+tls", "amqp", "amqps", "redis", "rediss", "kafka",
+];
+
+/// The broker scheme `url` starts with, if any.
+pub(super) fn broker_scheme(url: &str) -> Option<&'static str> {
+    let (scheme, _) = url.split_once("://")?;
+    BROKER_SCHEMES
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(scheme))
+        .copied()
+}
+
+/// The keys each kind reads; any other kind's key set on a destination is an error.
+const KEYS: &[(&str, &[&str])] = &[
+    ("http", &[]),
+    ("nats", &["subject"]),
+    ("amqp", &["exchange", "routing_key"]),
+    ("redis", &["stream", "max_len"]),
+    ("kafka", &["topic", "key"]),
+];
+
+pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Option<Destination> {
+    let before = cx.problems_len();
+    if d.events.as_ref().is_some_and(Vec::is_empty) {
+        cx.err(
+            format!("{at}.events"),
+            "an empty list would send nothing here; omit events to send every event",
+        );
+    }
+    let when = d
+        .when
+        .as_deref()
+        .and_then(|src| match Condition::compile(src) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                cx.err(format!("{at}.when"), e);
+                None
+            }
+        });
+    let url = cx.expand(&format!("{at}.url"), &d.url);
+    let url = match url.strip_prefix("file:") {
+        Some(path) => cx.secret_file(&format!("{at}.url"), path),
+        None => url,
+    };
+    let kind = match broker_scheme(&url) {
+        None => "http",
+        Some("nats" | "tls" | "nats+tls") => "nats",
+        Some("amqp" | "amqps") => "amqp",
+        Some("redis" | "rediss") => "redis",
+        Some(_) => "kafka",
+    };
+    let set: [(&str, bool); 7] = [
+        ("subject", d.subject.is_some()),
+        ("exchange", d.exchange.is_some()),
+        ("routing_key", d.routing_key.is_some()),
+        ("stream", d.stream.is_some()),
+        ("max_len", d.max_len.is_some()),
+        ("topic", d.topic.is_some()),
+        ("key", d.key.is_some()),
+    ];
+    let own = KEYS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[][..], |(_, keys)| keys);
+    for (key, is_set) in set {
+        if is_set && !own.contains(&key) {
+            cx.err(
+                format!("{at}.{key}"),
+                format!("a {kind} destination has no {key}"),
+            );
+        }
+    }
+    let required = |cx: &mut Ctx<'_>, key: &str, value: &Option<String>| -> String {
+        match value.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => v.to_string(),
+            _ => {
+                cx.err(
+                    format!("{at}.{key}"),
+                    format!("a {kind} destination needs a {key}"),
+                );
+                String::new()
+            }
+        }
+    };
+    let broker = |kind: BrokerKind| {
+        DestinationTarget::Broker(Broker {
+            url: url.clone(),
+            shown: d.url.clone(),
+            kind,
+        })
+    };
+    let target = match kind {
+        "http" => upstream_url(cx, &format!("{at}.url"), url.clone()).map(DestinationTarget::Http),
+        "nats" => {
+            let subject = required(cx, "subject", &d.subject);
+            if subject.contains(['*', '>', ' ']) {
+                cx.err(
+                    format!("{at}.subject"),
+                    "a subject to publish to has no wildcards or spaces",
+                );
+            }
+            Some(broker(BrokerKind::Nats { subject }))
+        }
+        "amqp" => match &d.exchange {
+            Some(exchange) => Some(broker(BrokerKind::Amqp {
+                exchange: exchange.clone(),
+                routing_key: d.routing_key.clone().unwrap_or_default(),
+            })),
+            None => {
+                cx.err(
+                    format!("{at}.exchange"),
+                    "an amqp destination needs an exchange (\"\" is the default exchange)",
+                );
+                None
+            }
+        },
+        "redis" => {
+            let stream = required(cx, "stream", &d.stream);
+            if d.max_len == Some(0) {
+                cx.err(format!("{at}.max_len"), "must be at least 1");
+            }
+            Some(broker(BrokerKind::RedisStream {
+                stream,
+                max_len: d.max_len,
+            }))
+        }
+        _ => {
+            required(cx, "topic", &d.topic);
+            cx.err(
+                format!("{at}.url"),
+                "kafka:// destinations are not supported in this version \
+                 (use nats://, amqp:// or redis://)",
+            );
+            None
+        }
+    };
+    if cx.problems_len() > before {
+        return None;
+    }
+    Some(Destination {
+        name: Arc::from(d.name.as_str()),
+        target: target?,
+        events: d.events.clone(),
+        when,
+    })
+}

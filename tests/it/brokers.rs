@@ -1,0 +1,565 @@
+//! Broker destinations (PRODUCT.md §9): a queued delivery arrives as one message with the exact
+//! body bytes and the headers of §6 plus hookgate's own, read back by a consumer here; a broker
+//! that refuses or is down is a failed attempt with the normal retries, never a lost delivery.
+//! Each test uses names of its own on the machine's NATS, RabbitMQ and Redis, or a private
+//! nats-server it can stop.
+
+use crate::harness::*;
+use async_nats::jetstream;
+use lapin::options::{
+    BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A queue route `q` on `/webhooks/q` with the given destination list items (YAML, indented by
+/// six spaces), on a file store.
+fn broker_route(destinations: &str, retry: &str) -> String {
+    format!(
+        r#"store:
+  url: "file:state.db"
+routes:
+  - name: q
+    path: /webhooks/q
+    mode: queue
+    https_only: false
+    upstreams:
+{destinations}    signature: {{ scheme: imggo, secrets: ["{SECRET}"] }}
+    schema: SCHEMA
+    events: {{ pointer: /event, allow: [job.completed, job.failed] }}
+    idempotency: {{ key: ["/event", "/job_id"] }}
+    delivery:
+      timeout: 2s
+      retry: {retry}
+      jitter: 0%
+"#
+    )
+}
+
+async fn queue_one(gw: &Gateway, body: &[u8]) -> String {
+    let (status, code, json) = answer(post_signed(&gw.http_url("/webhooks/q"), body).await).await;
+    assert_eq!((status, code.as_str()), (200, "queued"), "{json}");
+    json["delivery_id"].as_str().unwrap().to_string()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The headers every broker message carries (§9), checked on a name → value lookup.
+fn assert_hookgate_headers(get: impl Fn(&str) -> Option<String>, id: &str) {
+    assert_eq!(get("Hookgate-Delivery-Id").as_deref(), Some(id));
+    assert_eq!(get("Hookgate-Attempt").as_deref(), Some("1"));
+    assert_eq!(get("Hookgate-Route").as_deref(), Some("q"));
+    assert_eq!(get("Hookgate-Event").as_deref(), Some("job.completed"));
+    // The sender's headers keep the case it sent them in (reqwest sends lower case).
+    assert!(
+        get("x-imggo-signature").is_some(),
+        "the consumer can verify it"
+    );
+    assert_eq!(get("X-Forwarded-For").as_deref(), Some("127.0.0.1"));
+    assert!(get("traceparent").is_some());
+}
+
+// ---------------------------------------------------------------- NATS JetStream
+
+async fn jetstream_on(port: u16) -> jetstream::Context {
+    let client = async_nats::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    jetstream::new(client)
+}
+
+async fn create_stream(js: &jetstream::Context, name: &str, subject: &str) {
+    js.create_stream(jetstream::stream::Config {
+        name: name.to_string(),
+        subjects: vec![subject.to_string()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+async fn stream_messages(
+    js: &jetstream::Context,
+    name: &str,
+) -> Vec<jetstream::message::StreamMessage> {
+    let stream = js.get_stream(name).await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            out.push(m);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_queued_delivery_is_one_jetstream_message_with_its_id_as_nats_msg_id() {
+    let js = jetstream_on(4222).await;
+    let (name, subject) = (unique("HG"), unique("hookgate.it."));
+    create_stream(&js, &name, &subject).await;
+    let gw = Gateway::start(&broker_route(
+        &format!(
+            "      - name: stream\n        url: \"nats://127.0.0.1:4222\"\n        subject: {subject}\n"
+        ),
+        "[100ms, 200ms]",
+    ))
+    .await;
+    let body = delivery("job.completed", "n1");
+    let id = queue_one(&gw, &body).await;
+
+    let mut messages = Vec::new();
+    for _ in 0..100 {
+        messages = stream_messages(&js, &name).await;
+        if !messages.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert_eq!(m.payload.as_ref(), body.as_slice(), "the exact body bytes");
+    assert_eq!(
+        m.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(id.as_str())
+    );
+    assert_hookgate_headers(|n| m.headers.get(n).map(|v| v.as_str().to_string()), &id);
+    metric_reaches(
+        &gw,
+        &[(
+            "hookgate_deliveries_total",
+            &[("destination", "stream"), ("outcome", "delivered")],
+        )],
+        1.0,
+    )
+    .await;
+    let url = gw.admin_url(&format!("/api/deliveries/{id}"));
+    let detail = json_once(&url, None, |d| d["state"] == "delivered").await;
+    assert_eq!(detail["state"], "delivered", "{detail}");
+    assert_eq!(detail["attempts"][0]["status"], serde_json::Value::Null);
+    js.delete_stream(&name).await.unwrap();
+}
+
+type Series<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+/// Polls until the sum of `series` is at least `want`.
+async fn metric_reaches(gw: &Gateway, series: &[Series<'_>], want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut got = 0.0;
+        for (name, labels) in series {
+            got += gw.metric(name, labels).await;
+        }
+        if got >= want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series:?} is {got}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A nats-server with JetStream of this test's own, on its own port and store directory, so it
+/// can be stopped and started again with its streams kept.
+struct PrivateNats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    fn start() -> Self {
+        let mut n = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        n.run();
+        n
+    }
+
+    fn run(&mut self) {
+        let child = Command::new(nats_server())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the private nats-server did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn nats_server() -> &'static str {
+    if Path::new("/usr/sbin/nats-server").exists() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    }
+}
+
+#[tokio::test]
+async fn deliveries_wait_for_a_broker_that_is_down_while_an_app_of_the_route_gets_them_on_time() {
+    let mut nats = PrivateNats::start();
+    let js = jetstream_on(nats.port).await;
+    create_stream(&js, "OUTAGE", "outage.jobs").await;
+    drop(js);
+    let app = Upstream::start().await;
+    let gw = Gateway::start(&broker_route(
+        &format!(
+            "      - name: app\n        url: \"{}\"\n      - name: stream\n        url: \"nats://127.0.0.1:{}\"\n        subject: outage.jobs\n",
+            app.url(),
+            nats.port
+        ),
+        "[200ms, 400ms, 800ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]",
+    ))
+    .await;
+    nats.stop();
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(queue_one(&gw, &delivery("job.completed", &format!("o{i}"))).await);
+    }
+    eventually(
+        "the app has every delivery while the broker is down",
+        || app.count() == 5,
+    )
+    .await;
+    metric_reaches(
+        &gw,
+        &[
+            (
+                "hookgate_delivery_attempts_total",
+                &[("destination", "stream"), ("result", "unavailable")],
+            ),
+            (
+                "hookgate_delivery_attempts_total",
+                &[("destination", "stream"), ("result", "timeout")],
+            ),
+        ],
+        5.0,
+    )
+    .await;
+    // Held down for longer than several retry delays.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        gw.metric(
+            "hookgate_deliveries_total",
+            &[("destination", "stream"), ("outcome", "dead")]
+        )
+        .await,
+        0.0
+    );
+
+    nats.run();
+    let js = jetstream_on(nats.port).await;
+    let mut messages = Vec::new();
+    for _ in 0..300 {
+        messages = stream_messages(&js, "OUTAGE").await;
+        if messages.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got: Vec<String> = messages
+        .iter()
+        .filter_map(|m| m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()))
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(
+        got, ids,
+        "every delivery once in the stream after it is back"
+    );
+}
+
+// ---------------------------------------------------------------- RabbitMQ
+
+async fn rabbit() -> lapin::Channel {
+    let conn = lapin::Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    // The connection lives as long as the channel's test.
+    std::mem::forget(conn);
+    channel
+}
+
+async fn declare_exchange(channel: &lapin::Channel, name: &str) {
+    channel
+        .exchange_declare(
+            name.into(),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn bind_queue(channel: &lapin::Channel, exchange: &str, key: &str) -> String {
+    let queue = unique("hookgate-it-q-");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    queue
+}
+
+async fn get_one(channel: &lapin::Channel, queue: &str) -> lapin::message::Delivery {
+    for _ in 0..200 {
+        if let Some(m) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            return m.delivery;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no message in {queue}");
+}
+
+fn amqp_header(d: &lapin::message::Delivery, name: &str) -> Option<String> {
+    let headers = d.properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn a_queued_delivery_is_one_persistent_amqp_message_with_its_id() {
+    let channel = rabbit().await;
+    let exchange = unique("hookgate-it-x-");
+    declare_exchange(&channel, &exchange).await;
+    let queue = bind_queue(&channel, &exchange, "jobs").await;
+    let gw = Gateway::start(&broker_route(
+        &format!(
+            "      - name: rabbit\n        url: \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n        exchange: {exchange}\n        routing_key: jobs\n"
+        ),
+        "[100ms, 200ms]",
+    ))
+    .await;
+    let body = delivery("job.completed", "a1");
+    let id = queue_one(&gw, &body).await;
+    let m = get_one(&channel, &queue).await;
+    assert_eq!(m.data, body, "the exact body bytes");
+    assert_eq!(
+        m.properties.message_id().as_ref().map(|s| s.as_str()),
+        Some(id.as_str())
+    );
+    assert_eq!(*m.properties.delivery_mode(), Some(2), "persistent");
+    assert_hookgate_headers(|n| amqp_header(&m, n), &id);
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unroutable_amqp_message_is_a_failed_attempt_not_a_silent_drop() {
+    let channel = rabbit().await;
+    let exchange = unique("hookgate-it-x-");
+    declare_exchange(&channel, &exchange).await;
+    let gw = Gateway::start(&broker_route(
+        &format!(
+            "      - name: rabbit\n        url: \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n        exchange: {exchange}\n        routing_key: nowhere\n"
+        ),
+        "[300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms, 300ms]",
+    ))
+    .await;
+    let id = queue_one(&gw, &delivery("job.completed", "u1")).await;
+    metric_reaches(
+        &gw,
+        &[(
+            "hookgate_delivery_attempts_total",
+            &[("destination", "rabbit"), ("result", "nack")],
+        )],
+        1.0,
+    )
+    .await;
+    let url = gw.admin_url(&format!("/api/deliveries/{id}"));
+    let detail = json_once(&url, None, |d| {
+        d["destinations"][0]["last_error"].is_string()
+    })
+    .await;
+    assert_eq!(detail["state"], "pending", "{detail}");
+    let error = detail["destinations"][0]["last_error"]
+        .as_str()
+        .unwrap_or("");
+    assert!(error.contains("unroutable"), "{detail}");
+    assert_eq!(
+        detail["destinations"][0]["last_status"],
+        serde_json::Value::Null
+    );
+
+    // Once a queue is bound, a retry delivers it.
+    let queue = bind_queue(&channel, &exchange, "nowhere").await;
+    let m = get_one(&channel, &queue).await;
+    assert_eq!(
+        m.properties.message_id().as_ref().map(|s| s.as_str()),
+        Some(id.as_str())
+    );
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------- Redis streams
+
+/// An XRANGE entry: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+#[tokio::test]
+async fn a_queued_delivery_is_one_redis_stream_entry_with_body_and_headers() {
+    require_shared_redis();
+    let stream = unique("hookgate-it-stream-");
+    let gw = Gateway::start(&broker_route(
+        &format!(
+            "      - name: events\n        url: \"redis://127.0.0.1:6379\"\n        stream: {stream}\n        max_len: 1000\n"
+        ),
+        "[100ms, 200ms]",
+    ))
+    .await;
+    let body = delivery("job.completed", "r1");
+    let id = queue_one(&gw, &body).await;
+
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut entries: Vec<StreamEntry> = Vec::new();
+    for _ in 0..100 {
+        let reply: redis::Value = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        entries = redis::from_redis_value(&reply).unwrap();
+        if !entries.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(entries.len(), 1);
+    let fields = &entries[0].1;
+    let field = |n: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no field {n}"))
+    };
+    assert_eq!(field("body"), body, "the exact body bytes");
+    let headers: serde_json::Value = serde_json::from_slice(&field("headers")).unwrap();
+    assert_hookgate_headers(|n| headers[n].as_str().map(str::to_string), &id);
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------- check
+
+#[test]
+fn check_names_each_bad_broker_destination_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"listen: [{ addr: "127.0.0.1:18080" }]
+store: { url: "file:state.db" }
+routes:
+  - name: q
+    path: /q
+    mode: queue
+    upstreams:
+      - { name: n, url: "nats://127.0.0.1:4222" }
+      - { name: a, url: "amqp://127.0.0.1:5672" }
+      - { name: r, url: "redis://127.0.0.1:6379" }
+      - { name: k, url: "kafka://127.0.0.1:9092" }
+      - { name: w, url: "redis://127.0.0.1:6379", stream: s, subject: x }
+      - { name: c, url: "http://127.0.0.1:5000", when: "body.a >" }
+      - { name: f, url: "ftp://127.0.0.1:21" }
+  - name: fwd
+    path: /fwd
+    upstream: "nats://127.0.0.1:4222"
+"#;
+    let file = dir.path().join("brokers.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "routes[q].upstreams[0].subject: a nats destination needs a subject",
+        "routes[q].upstreams[1].exchange: an amqp destination needs an exchange",
+        "routes[q].upstreams[2].stream: a redis destination needs a stream",
+        "routes[q].upstreams[3].topic: a kafka destination needs a topic",
+        "routes[q].upstreams[3].url: kafka:// destinations are not supported",
+        "routes[q].upstreams[4].subject: a redis destination has no subject",
+        "routes[q].upstreams[5].when: \"body.a >\" is not a CEL expression",
+        "routes[q].upstreams[6].url:",
+        "routes[fwd].upstream: nats:// is a broker destination: queue routes only",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
