@@ -1,4 +1,4 @@
-//! `hookgate deliveries list|show|retry` (PRODUCT.md §1): the delivery log through the admin API,
+//! `hookgate deliveries list|show|retry|replay` (PRODUCT.md §1): the delivery log through the admin API,
 //! as a table or, with `--json`, the API's own JSON.
 
 use super::http;
@@ -47,6 +47,20 @@ enum Action {
         route: Option<String>,
         #[arg(long)]
         state: Option<String>,
+    },
+    /// Attempt again every delivery of a route received in a window, delivered ones too: to
+    /// every destination each has, or to --destination D (added where missing: a backfill).
+    Replay {
+        #[arg(long)]
+        route: String,
+        /// RFC 3339 time, or a duration before now (2h, 7d).
+        #[arg(long)]
+        since: String,
+        /// RFC 3339 time, or a duration before now (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        destination: Option<String>,
     },
 }
 
@@ -117,6 +131,23 @@ fn run_inner(args: &Args) -> Result<(), String> {
         Action::Retry { .. } => {
             return Err("retry takes an ID [--destination D], or --route R --state dead".into())
         }
+        Action::Replay {
+            route,
+            since,
+            until,
+            destination,
+        } => {
+            let mut q = vec![
+                format!("route={}", encode(route)),
+                format!("since={}", encode(since)),
+            ];
+            for (name, value) in [("until", until), ("destination", destination)] {
+                if let Some(v) = value {
+                    q.push(format!("{name}={}", encode(v)));
+                }
+            }
+            ("POST", format!("/api/deliveries/replay?{}", q.join("&")))
+        }
     };
     let mut headers = Vec::new();
     if let Ok(token) = std::env::var("HOOKGATE_ADMIN_TOKEN") {
@@ -143,7 +174,7 @@ fn run_inner(args: &Args) -> Result<(), String> {
     match &args.action {
         Action::List { .. } => print_list(&json),
         Action::Show { .. } => print_detail(&json),
-        Action::Retry { .. } => println!("requeued {}", json["requeued"]),
+        Action::Retry { .. } | Action::Replay { .. } => println!("requeued {}", json["requeued"]),
     }
     Ok(())
 }

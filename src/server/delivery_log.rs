@@ -81,10 +81,11 @@ pub async fn serve(
     let result = match (method, segments.as_slice()) {
         (&Method::GET, []) => list(queue, &params).await,
         (&Method::POST, ["retry"]) => retry_route(queue, &params).await,
+        (&Method::POST, ["replay"]) => replay(queue, &params).await,
         (&Method::GET, [id]) => show(queue, id).await,
         (&Method::GET, [id, "body"]) => body(queue, id).await,
         (&Method::POST, [id, "retry"]) => retry_one(queue, id, &params).await,
-        (_, [] | ["retry"] | [_] | [_, "body"] | [_, "retry"]) => Ok(error(
+        (_, [] | ["retry"] | ["replay"] | [_] | [_, "body"] | [_, "retry"]) => Ok(error(
             405,
             "method_not_allowed",
             "Reads are GET, retries are POST.",
@@ -203,6 +204,62 @@ async fn retry_route(queue: &dyn Queue, params: &Params) -> Served {
     Ok(json(202, &serde_json::json!({ "requeued": n })))
 }
 
+/// Deliveries a replay's store transaction looks at, at most: the call pages through the log
+/// rather than loading it.
+const REPLAY_PAGE: usize = 500;
+
+/// `POST /api/deliveries/replay?route=R&since=&until=&destination=D`: every delivery of the route
+/// received in the window is attempted again (PRODUCT.md §10).
+async fn replay(queue: &dyn Queue, params: &Params) -> Served {
+    let now = SystemTime::now();
+    let Some(route) = params.get("route") else {
+        return Ok(error(400, "invalid_query", "Replay needs route=<name>."));
+    };
+    let window = |name: &str, default: SystemTime| match params.get(name) {
+        None => Some(default),
+        Some(text) => moment(text, now),
+    };
+    let (Some(since), Some(until)) = (window("since", std::time::UNIX_EPOCH), window("until", now))
+    else {
+        return Ok(error(
+            400,
+            "invalid_query",
+            "since and until are RFC 3339 times (2026-01-02T03:04:05Z) or durations before now (2h).",
+        ));
+    };
+    if params.get("since").is_none() {
+        return Ok(error(
+            400,
+            "invalid_query",
+            "Replay needs since=<RFC 3339 time or duration, e.g. 2h>.",
+        ));
+    }
+    let end = DeliveryId::at(unix_ms(until).saturating_add(1));
+    let mut start = DeliveryId::at(unix_ms(since));
+    let destination = params.get("destination");
+    let mut requeued = 0;
+    while start < end {
+        let (n, next) = queue
+            .replay(route, start..end, destination, REPLAY_PAGE, unix_ms(now))
+            .await?;
+        requeued += n;
+        match next {
+            Some(last) => start = DeliveryId(last.0 + 1),
+            None => break,
+        }
+    }
+    Ok(json(202, &serde_json::json!({ "requeued": requeued })))
+}
+
+/// An RFC 3339 time, or a duration before `now` (`2h`, `30m`, `7d`).
+fn moment(text: &str, now: SystemTime) -> Option<SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Some(t);
+    }
+    let ago = crate::config::units::parse_duration(text).ok()?;
+    now.checked_sub(ago)
+}
+
 /// Query parameters, percent-decoded.
 struct Params(Vec<(String, String)>);
 
@@ -233,6 +290,21 @@ mod tests {
         assert_eq!(p.get("x"), Some("1 2"));
         assert_eq!(p.get("bad"), Some("%zz"));
         assert_eq!(p.get("end"), Some("%4"));
+    }
+
+    #[test]
+    fn a_replay_window_is_a_time_or_a_duration_before_now() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            moment("2h", now),
+            Some(now - std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(
+            moment("2027-01-15T08:00:00Z", now),
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000))
+        );
+        assert_eq!(moment("yesterday", now), None);
+        assert_eq!(moment("", now), None);
     }
 
     #[test]

@@ -254,6 +254,19 @@ pub trait Queue: Send + Sync {
     ) -> Result<Option<usize>, StoreError>;
     /// Every dead destination of `route` is due now with a fresh schedule.
     async fn retry_dead(&self, route: &str, now_ms: u64) -> Result<usize, StoreError>;
+    /// One page of a replay: the deliveries of `route` with ids in `ids` (a window of
+    /// acceptance times, see [`DeliveryId::at`]), oldest first, up to `limit` of them. Each of
+    /// its destinations, whatever its state (or only `destination`, added to a delivery that
+    /// lacks it), is due now with a fresh schedule. Returns how many destinations were requeued
+    /// and, when the page was full, the id the next page starts after.
+    async fn replay(
+        &self,
+        route: &str,
+        ids: std::ops::Range<DeliveryId>,
+        destination: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(usize, Option<DeliveryId>), StoreError>;
 }
 
 /// RFC 3339 time in UTC with milliseconds, as the log API shows times.

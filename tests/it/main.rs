@@ -3,6 +3,7 @@
 
 mod brokers;
 mod cli;
+mod conditions;
 mod contract;
 mod delivery_log;
 mod deploy;
@@ -21,4 +22,5 @@ mod promises;
 mod providers;
 mod queue;
 mod redis;
+mod replay;
 mod simulation;

@@ -396,4 +396,69 @@ impl Queue for FileStore {
         })
         .await
     }
+
+    async fn replay(
+        &self,
+        route: &str,
+        ids: std::ops::Range<DeliveryId>,
+        destination: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(usize, Option<DeliveryId>), StoreError> {
+        let (route, destination) = (route.to_string(), destination.map(str::to_string));
+        self.write(true, move |t, batch| {
+            // Ids lead with the acceptance time, so the window is one range of the table. It
+            // holds every route's deliveries: the page counts what it passed over.
+            let page: Vec<u64> = t
+                .deliveries
+                .range(ids.start.0..ids.end.0)
+                .map_err(err)?
+                .take(limit)
+                .map(|row| row.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            let next = (page.len() == limit)
+                .then(|| page.last().map(|&id| DeliveryId(id)))
+                .flatten();
+            let mut requeued = 0;
+            for id in page {
+                let Some(mut d) = t.delivery(id)? else {
+                    continue;
+                };
+                if d.route != route {
+                    continue;
+                }
+                let chosen: Vec<usize> = match &destination {
+                    Some(name) => {
+                        let i = match d.destinations.iter().position(|x| &x.name == name) {
+                            Some(i) => i,
+                            None => {
+                                // Added as if delivered, so that scheduling it counts it pending.
+                                d.destinations.push(StoredDestination {
+                                    name: name.clone(),
+                                    state: DestinationState::Delivered,
+                                    attempts: 0,
+                                    scheduled: 0,
+                                    due_ms: None,
+                                    last_status: None,
+                                    last_error: None,
+                                });
+                                d.destinations.len() - 1
+                            }
+                        };
+                        vec![i]
+                    }
+                    None => (0..d.destinations.len()).collect(),
+                };
+                for &i in &chosen {
+                    t.schedule(id, &mut d, i, now_ms, &mut batch.deltas)?;
+                    d.destinations[i].scheduled = 0;
+                }
+                t.put_delivery(id, &d)?;
+                requeued += chosen.len();
+            }
+            Ok((requeued, next))
+        })
+        .await
+    }
 }

@@ -284,4 +284,69 @@ impl Queue for PostgresStore {
         })
         .await
     }
+
+    async fn replay(
+        &self,
+        route: &str,
+        ids: std::ops::Range<DeliveryId>,
+        destination: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(usize, Option<DeliveryId>), StoreError> {
+        let (route, destination) = (route.to_string(), destination.map(str::to_string));
+        self.run(move |c| async move {
+            // A named destination a delivery lacks is added to it (a backfill); one it has is
+            // requeued whatever its state. Without a name, every destination it has.
+            let row = c
+                .query_one(
+                    &c.prepare_cached(
+                    "WITH page AS (
+                        SELECT id FROM hookgate_deliveries
+                        WHERE route = $1 AND id >= $2 AND id < $3 ORDER BY id LIMIT $4),
+                    added AS (
+                        INSERT INTO hookgate_destinations
+                            (delivery_id, position, route, name, state, due_ms)
+                        SELECT p.id,
+                               COALESCE((SELECT max(position) + 1 FROM hookgate_destinations x
+                                         WHERE x.delivery_id = p.id), 0),
+                               $1, $5, 'pending', $6
+                        FROM page p WHERE $5::text IS NOT NULL
+                        ON CONFLICT (delivery_id, name)
+                        DO UPDATE SET state = 'pending', due_ms = $6, scheduled = 0
+                        RETURNING delivery_id),
+                    requeued AS (
+                        UPDATE hookgate_destinations SET state = 'pending', due_ms = $6, scheduled = 0
+                        WHERE $5::text IS NULL AND delivery_id IN (SELECT id FROM page)
+                        RETURNING delivery_id),
+                    reopened AS (
+                        DELETE FROM hookgate_finished
+                        WHERE delivery_id IN (SELECT delivery_id FROM added
+                                              UNION ALL SELECT delivery_id FROM requeued)
+                        RETURNING 1),
+                    wake AS (SELECT pg_notify('hookgate_queue', '')
+                             WHERE EXISTS (SELECT 1 FROM added) OR EXISTS (SELECT 1 FROM requeued))
+                    SELECT (SELECT count(*) FROM added) + (SELECT count(*) FROM requeued),
+                           (SELECT count(*) FROM page), (SELECT max(id) FROM page),
+                           (SELECT count(*) FROM reopened) + (SELECT count(*) FROM wake)")
+                    .await?,
+                    &[
+                        &route,
+                        &(ids.start.0 as i64),
+                        &(ids.end.0.min(i64::MAX as u64) as i64),
+                        &(limit as i64),
+                        &destination,
+                        &ms(now_ms),
+                    ],
+                )
+                .await?;
+            let requeued = row.get::<_, i64>(0) as usize;
+            let full = row.get::<_, i64>(1) as usize == limit;
+            let last: Option<i64> = row.get(2);
+            Ok((
+                requeued,
+                last.filter(|_| full).map(|id| DeliveryId(id as u64)),
+            ))
+        })
+        .await
+    }
 }
