@@ -3,7 +3,7 @@
 # starts two stand-in apps (:5000 "app", :5001 "analytics") and the gateway (HTTPS :8443 with a
 # self-signed dev certificate, plain HTTP :8080, admin :9090, state in data/hookgate.db), then
 # shows a signed delivery going through, a forged one refused, the redelivery answered
-# already_processed, a delivery queued and delivered to both apps in the background, the
+# already_processed, a delivery queued and delivered to both apps and a Redis stream, the
 # delivery log, and the metrics that counted it all. The gateway keeps running until Ctrl-C
 # (pass --no-wait to stop right away).
 set -euo pipefail
@@ -18,6 +18,12 @@ for port in 5000 5001 8080 8443 9090; do
     exit 1
   fi
 done
+
+# The queue route's broker destination appends to a Redis stream on :6379.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
 
 export IMGGO_WEBHOOK_SECRET="${IMGGO_WEBHOOK_SECRET:-demo-secret-change-me}"
 python3 scripts/upstream.py 5000 app & up=$!
@@ -39,12 +45,14 @@ echo "== 2. a forged one is refused"
 curl -sk https://localhost:8443/webhooks/imggo -H 'X-ImgGo-Signature: 0000' --data-binary @"$body"; echo
 echo "== 3. the redelivery is answered already_processed"
 "$bin" send https://localhost:8443/webhooks/imggo -c config/hookgate.yaml --route imggo "$body"
-echo "== 4. queue mode: stored on disk, answered at once, delivered to app and analytics"
+echo "== 4. queue mode: stored on disk, answered at once, delivered to app, analytics and a Redis stream"
 "$bin" send https://localhost:8443/webhooks/imggo-queued -c config/hookgate.yaml --route imggo-queued "$body"
 for _ in $(seq 50); do
-  curl -s http://127.0.0.1:9090/metrics | grep -q 'hookgate_deliveries_total{destination="analytics",outcome="delivered",route="imggo-queued"}' && break
+  curl -s http://127.0.0.1:9090/metrics | grep -q 'hookgate_deliveries_total{destination="events",outcome="delivered",route="imggo-queued"}' && break
   sleep 0.1
 done
+echo "-- the newest entry of the Redis stream hookgate:imggo (fields body and headers):"
+redis-cli -h 127.0.0.1 -p 6379 XREVRANGE hookgate:imggo + - COUNT 1 | cut -c1-160
 echo "== 5. the delivery log (also at http://127.0.0.1:9090/ui/)"
 "$bin" deliveries list --limit 5 -c config/hookgate.yaml
 echo "== 6. what the metrics counted"

@@ -29,6 +29,21 @@ const KEYS: &[(&str, &[&str])] = &[
     ("kafka", &["topic", "key"]),
 ];
 
+/// `url` with the password of its user info replaced, for `check` and logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
 pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Option<Destination> {
     let before = cx.problems_len();
     if d.events.as_ref().is_some_and(Vec::is_empty) {
@@ -72,11 +87,18 @@ pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Opt
         .iter()
         .find(|(k, _)| *k == kind)
         .map_or(&[][..], |(_, keys)| keys);
+    let described = match kind {
+        "http" => "an HTTP",
+        "nats" => "a nats",
+        "amqp" => "an amqp",
+        "redis" => "a redis",
+        _ => "a kafka",
+    };
     for (key, is_set) in set {
         if is_set && !own.contains(&key) {
             cx.err(
                 format!("{at}.{key}"),
-                format!("a {kind} destination has no {key}"),
+                format!("{described} destination has no {key}"),
             );
         }
     }
@@ -86,7 +108,7 @@ pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Opt
             _ => {
                 cx.err(
                     format!("{at}.{key}"),
-                    format!("a {kind} destination needs a {key}"),
+                    format!("{described} destination needs a {key}"),
                 );
                 String::new()
             }
@@ -95,7 +117,7 @@ pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Opt
     let broker = |kind: BrokerKind| {
         DestinationTarget::Broker(Broker {
             url: url.clone(),
-            shown: d.url.clone(),
+            shown: redacted(&url),
             kind,
         })
     };
@@ -153,4 +175,20 @@ pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Opt
         events: d.events.clone(),
         when,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_shown_url_hides_its_password() {
+        assert_eq!(
+            super::redacted("amqps://app:s3cret@rabbit:5671/%2f"),
+            "amqps://app:***@rabbit:5671/%2f"
+        );
+        assert_eq!(
+            super::redacted("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+        assert_eq!(super::redacted("redis://:pw@h/0"), "redis://:***@h/0");
+    }
 }

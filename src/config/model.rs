@@ -153,7 +153,7 @@ pub enum DestinationTarget {
 }
 
 impl DestinationTarget {
-    /// The URL as written in the file (before `${VAR}` expansion: no credentials), for `check`.
+    /// The URL to show in `check` and logs (a broker's password hidden).
     pub fn shown(&self) -> &str {
         match self {
             DestinationTarget::Http(u) => &u.url,
@@ -167,7 +167,7 @@ impl DestinationTarget {
 pub struct Broker {
     /// The URL with secrets resolved: never logged or shown.
     pub url: String,
-    /// The URL as written in the file.
+    /// The URL with its password hidden, for `check` and logs.
     pub shown: String,
     pub kind: BrokerKind,
 }

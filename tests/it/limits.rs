@@ -146,26 +146,30 @@ async fn from_many(gw: &Gateway, first: u32, count: u32) {
 }
 
 #[tokio::test]
-async fn a_hundred_thousand_addresses_leave_memory_bounded() {
+async fn hundreds_of_thousands_of_addresses_leave_memory_bounded() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&limited_route(&up, "{ rate: 10/s }")).await;
     let started = Instant::now();
+    // The first rounds fill the bounded cache (and the allocator's pools); the last one shows
+    // whether 100,000 more addresses still cost memory. An unbounded map of buckets would grow
+    // by about 9 MB per round.
     from_many(&gw, 0, 100_000).await;
-    let after_first = rss_of(gw.pid());
     from_many(&gw, 100_000, 100_000).await;
-    let after_second = rss_of(gw.pid());
+    let before = rss_of(gw.pid());
+    from_many(&gw, 200_000, 100_000).await;
+    let after = rss_of(gw.pid());
     assert!(
-        after_second < after_first + 4 * 1024 * 1024,
-        "RSS grew from {after_first} to {after_second} bytes over 100,000 more addresses"
+        after < before + 5 * 1024 * 1024,
+        "RSS grew from {before} to {after} bytes over 100,000 more addresses"
     );
-    assert!(after_first < 96 * 1024 * 1024, "RSS {after_first} bytes");
+    assert!(after < 128 * 1024 * 1024, "RSS {after} bytes");
     assert_eq!(
         gw.metric(
             "hookgate_requests_total",
             &[("route", "imggo"), ("outcome", "signature_invalid")]
         )
         .await,
-        200_000.0,
+        300_000.0,
         "every address was admitted by the limit once (in {:?})",
         started.elapsed()
     );
