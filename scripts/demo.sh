@@ -52,7 +52,7 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 echo "-- the newest entry of the Redis stream hookgate:imggo (fields body and headers):"
-redis-cli -h 127.0.0.1 -p 6379 XREVRANGE hookgate:imggo + - COUNT 1 | cut -c1-160
+redis-cli -h 127.0.0.1 -p 6379 XREVRANGE hookgate:imggo + - COUNT 1 | cut -c1-160 || true
 echo "== 5. the delivery log (also at http://127.0.0.1:9090/ui/)"
 "$bin" deliveries list --limit 5 -c config/hookgate.yaml
 echo "== 6. what the metrics counted"
