@@ -5,8 +5,6 @@ use http::HeaderMap;
 use std::collections::HashMap;
 
 pub struct Condition {
-    /// As written, for messages.
-    pub source: String,
     program: cel::Program,
 }
 
@@ -18,10 +16,7 @@ impl Condition {
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             format!("{source:?} is not a CEL expression: {}", first.trim())
         })?;
-        Ok(Self {
-            source: source.to_string(),
-            program,
-        })
+        Ok(Self { program })
     }
 
     /// Whether the delivery goes to this destination. An expression that cannot be evaluated

@@ -34,8 +34,13 @@ impl Amqp {
     }
 }
 
+/// The broker refusing (an AMQP error: a missing exchange, an access refusal) is a refusal; the
+/// rest (a broken connection, a closed channel) leaves the broker unreached.
 fn failed(e: lapin::Error) -> ExchangeError {
-    ExchangeError::Io(e.to_string())
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(_) => ExchangeError::Refused(e.to_string()),
+        _ => ExchangeError::Io(e.to_string()),
+    }
 }
 
 #[async_trait]
@@ -63,11 +68,13 @@ impl Publisher for Amqp {
                 AMQPValue::LongString(LongString::from(value.as_str())),
             );
         }
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
-            .with_message_id(ShortString::from(message.id.as_str()))
-            .with_content_type(ShortString::from("application/json"))
-            .with_headers(headers);
+            .with_message_id(ShortString::from(message.id.as_str()));
+        if let Some(content_type) = message.header("content-type") {
+            properties = properties.with_content_type(ShortString::from(content_type));
+        }
+        let properties = properties.with_headers(headers);
         let published = channel
             .basic_publish(
                 ShortString::from(self.exchange.as_str()),
@@ -99,7 +106,7 @@ impl Publisher for Amqp {
                 // open both again on the next attempt.
                 self.connection.reset().await;
                 let _ = open.0.close(0, "reconnecting".into()).await;
-                Err(ExchangeError::Refused(e.to_string()))
+                Err(failed(e))
             }
         }
     }

@@ -29,6 +29,14 @@ pub struct Message {
 }
 
 impl Message {
+    /// The first value of header `name`, matched without regard to case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The headers as one JSON object (Redis streams carry them so); a name seen twice keeps
     /// its values joined by ", ", as HTTP would read them.
     pub fn headers_json(&self) -> String {

@@ -6,10 +6,7 @@ use crate::rejection::Rejection;
 use std::net::IpAddr;
 use std::time::Instant;
 
-pub fn check(limit: Option<&RateLimit>, client: IpAddr, now: Instant) -> Result<(), Rejection> {
-    let Some(limit) = limit else {
-        return Ok(());
-    };
+pub fn check(limit: &RateLimit, client: IpAddr, now: Instant) -> Result<(), Rejection> {
     limit
         .take(client, now)
         .map_err(|retry_after| Rejection::RateLimited { retry_after })
@@ -25,12 +22,11 @@ mod tests {
         let limit = RateLimit::new(1.0, 1.0);
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let t = Instant::now();
-        assert_eq!(check(Some(&limit), ip, t), Ok(()));
-        let refused = check(Some(&limit), ip, t).unwrap_err();
+        assert_eq!(check(&limit, ip, t), Ok(()));
+        let refused = check(&limit, ip, t).unwrap_err();
         assert_eq!(refused.describe().0, 429);
         assert_eq!(refused.code(), "rate_limited");
         assert_eq!(refused.retry_after(), Some(1));
-        assert_eq!(check(None, ip, t), Ok(()));
-        assert_eq!(check(Some(&limit), ip, t + Duration::from_secs(1)), Ok(()));
+        assert_eq!(check(&limit, ip, t + Duration::from_secs(1)), Ok(()));
     }
 }

@@ -215,25 +215,15 @@ async fn replay(queue: &dyn Queue, params: &Params) -> Served {
     let Some(route) = params.get("route") else {
         return Ok(error(400, "invalid_query", "Replay needs route=<name>."));
     };
-    let window = |name: &str, default: SystemTime| match params.get(name) {
-        None => Some(default),
-        Some(text) => moment(text, now),
-    };
-    let (Some(since), Some(until)) = (window("since", std::time::UNIX_EPOCH), window("until", now))
-    else {
+    let since = params.get("since").map(|t| moment(t, now));
+    let until = params.get("until").map_or(Some(now), |t| moment(t, now));
+    let (Some(Some(since)), Some(until)) = (since, until) else {
         return Ok(error(
             400,
             "invalid_query",
-            "since and until are RFC 3339 times (2026-01-02T03:04:05Z) or durations before now (2h).",
+            "Replay needs since=, and takes until=: RFC 3339 times (2026-01-02T03:04:05Z) or durations before now (2h).",
         ));
     };
-    if params.get("since").is_none() {
-        return Ok(error(
-            400,
-            "invalid_query",
-            "Replay needs since=<RFC 3339 time or duration, e.g. 2h>.",
-        ));
-    }
     let end = DeliveryId::at(unix_ms(until).saturating_add(1));
     let mut start = DeliveryId::at(unix_ms(since));
     let destination = params.get("destination");

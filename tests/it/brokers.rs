@@ -139,6 +139,15 @@ async fn a_queued_delivery_is_one_jetstream_message_with_its_id_as_nats_msg_id()
         1.0,
     )
     .await;
+    assert_eq!(
+        gw.metric(
+            "hookgate_delivery_attempts_total",
+            &[("destination", "stream"), ("result", "ack")]
+        )
+        .await,
+        1.0,
+        "a broker's ack is counted as result=\"ack\""
+    );
     let url = gw.admin_url(&format!("/api/deliveries/{id}"));
     let detail = json_once(&url, None, |d| d["state"] == "delivered").await;
     assert_eq!(detail["state"], "delivered", "{detail}");
@@ -405,6 +414,11 @@ async fn a_queued_delivery_is_one_persistent_amqp_message_with_its_id() {
         Some(id.as_str())
     );
     assert_eq!(*m.properties.delivery_mode(), Some(2), "persistent");
+    assert_eq!(
+        m.properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json"),
+        "the sender's Content-Type"
+    );
     assert_hookgate_headers(|n| amqp_header(&m, n), &id);
     channel
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())

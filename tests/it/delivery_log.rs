@@ -29,16 +29,6 @@ async fn get(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, serde_json:
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-async fn post(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = client().post(gw.admin_url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-}
-
 #[tokio::test]
 async fn every_api_call_needs_the_token_when_one_is_set() {
     let app = Upstream::start().await;
@@ -60,7 +50,7 @@ async fn every_api_call_needs_the_token_when_one_is_set() {
         assert_eq!(get(&gw, &path, Some("wrong")).await.0, 401, "{path}");
     }
     assert_eq!(
-        post(&gw, &format!("/api/deliveries/{id}/retry"), None)
+        admin_post(&gw, &format!("/api/deliveries/{id}/retry"), None)
             .await
             .0,
         401
@@ -121,7 +111,7 @@ async fn every_api_call_needs_the_token_when_one_is_set() {
         404
     );
     assert_eq!(
-        post(
+        admin_post(
             &gw,
             "/api/deliveries/dlv_00000000000000ff/retry",
             Some(TOKEN)
@@ -148,7 +138,7 @@ async fn without_a_token_reads_are_served_and_retries_refused() {
         get(&gw, &format!("/api/deliveries/{id}"), None).await.0,
         200
     );
-    let (status, json) = post(&gw, &format!("/api/deliveries/{id}/retry"), None).await;
+    let (status, json) = admin_post(&gw, &format!("/api/deliveries/{id}/retry"), None).await;
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (403, Some("admin_token_required"))
@@ -258,7 +248,8 @@ pub async fn filters_and_bulk_retry_on(store_url: &str) {
 
     app.always(200, Duration::ZERO);
     let before = app.count();
-    let (status, json) = post(&gw, "/api/deliveries/retry?route=q&state=dead", Some(TOKEN)).await;
+    let (status, json) =
+        admin_post(&gw, "/api/deliveries/retry?route=q&state=dead", Some(TOKEN)).await;
     assert_eq!((status, json["requeued"].as_u64()), (202, Some(4)));
     eventually("four hand retries at the app", || app.count() == before + 4).await;
     eventually_metric(

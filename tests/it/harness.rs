@@ -826,6 +826,25 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends the gateway SIGHUP: reload its config.
+pub fn hup(gw: &Gateway) {
+    std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+}
+
+/// POSTs to the admin API (with the bearer token, if any): its status and JSON.
+pub async fn admin_post(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = client().post(gw.admin_url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// POSTs an ImgGo-signed body.
 pub async fn post_signed(url: &str, body: &[u8]) -> reqwest::Response {
     client()

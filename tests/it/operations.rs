@@ -3,13 +3,6 @@
 use crate::harness::*;
 use std::process::Command;
 
-fn hup(gw: &Gateway) {
-    Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     let up = Upstream::start().await;

@@ -33,23 +33,6 @@ routes:
     )
 }
 
-async fn post(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = client().post(gw.admin_url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-}
-
-fn hup(gw: &Gateway) {
-    Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status()
-        .unwrap();
-}
-
 async fn replay_scenario(store: &str) {
     let app = Upstream::start().await;
     let gw = Gateway::start(&config(store, &[("app", app.url())])).await;
@@ -70,12 +53,12 @@ async fn replay_scenario(store: &str) {
     }
 
     // Bad input and the token, before anything is replayed.
-    let (status, json) = post(&gw, "/api/deliveries/replay?since=1h", Some(TOKEN)).await;
+    let (status, json) = admin_post(&gw, "/api/deliveries/replay?since=1h", Some(TOKEN)).await;
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (400, Some("invalid_query"))
     );
-    let (status, json) = post(
+    let (status, json) = admin_post(
         &gw,
         "/api/deliveries/replay?route=q&since=yesterday",
         Some(TOKEN),
@@ -85,18 +68,18 @@ async fn replay_scenario(store: &str) {
         (status, json["error"]["code"].as_str()),
         (400, Some("invalid_query"))
     );
-    let (status, json) = post(&gw, "/api/deliveries/replay?route=q", Some(TOKEN)).await;
+    let (status, json) = admin_post(&gw, "/api/deliveries/replay?route=q", Some(TOKEN)).await;
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (400, Some("invalid_query"))
     );
-    let (status, json) = post(&gw, "/api/deliveries/replay?route=q&since=1h", None).await;
+    let (status, json) = admin_post(&gw, "/api/deliveries/replay?route=q&since=1h", None).await;
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
     // A window that ended before the deliveries came: nothing.
-    let (status, json) = post(
+    let (status, json) = admin_post(
         &gw,
         "/api/deliveries/replay?route=q&since=2h&until=1h",
         Some(TOKEN),
@@ -106,7 +89,8 @@ async fn replay_scenario(store: &str) {
     assert_eq!(app.count(), 3);
 
     // Delivered deliveries replayed: each arrives again, as its second attempt.
-    let (status, json) = post(&gw, "/api/deliveries/replay?route=q&since=1h", Some(TOKEN)).await;
+    let (status, json) =
+        admin_post(&gw, "/api/deliveries/replay?route=q&since=1h", Some(TOKEN)).await;
     assert_eq!(
         (status, json["requeued"].as_u64()),
         (202, Some(3)),
