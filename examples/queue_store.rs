@@ -115,6 +115,7 @@ async fn main() {
                 status: Some(200),
                 error: None,
                 next: None,
+                counts: true,
             };
             let store = store.clone();
             records.push(tokio::spawn(async move { store.record(result).await }));

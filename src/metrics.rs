@@ -23,6 +23,7 @@ pub struct Metrics {
     pub delivery_attempts: IntCounterVec,
     pub deliveries: IntCounterVec,
     pub delivery_lag: HistogramVec,
+    pub destination_open: IntGaugeVec,
     pub bad_requests: prometheus::IntCounter,
     pub tls_handshake_failures: prometheus::IntCounter,
     /// Follows the log thread's own count, brought up to date when rendered.
@@ -162,9 +163,14 @@ impl Metrics {
         registry
             .register(Box::new(queue_oldest_pending.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
+        let destination_open = gauge(
+            "hookgate_destination_open",
+            "1 while a destination's breaker holds it (no attempt starts), else 0.",
+            &["route", "destination"],
+        );
         let delivery_attempts = counter(
             "hookgate_delivery_attempts_total",
-            "Queued delivery attempts by result: the app's status class, timeout or unavailable.",
+            "Queued delivery attempts by result: the app's status class, a broker's ack or nack, timeout or unavailable.",
             &["route", "destination", "result"],
         );
         let deliveries = counter(
@@ -222,6 +228,7 @@ impl Metrics {
             delivery_attempts,
             deliveries,
             delivery_lag,
+            destination_open,
             bad_requests,
             tls_handshake_failures,
         }

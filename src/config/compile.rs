@@ -640,6 +640,18 @@ fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> Deliv
     let retention = d
         .and_then(|d| d.retention)
         .map_or(DEFAULT_RETENTION, |t| t.0);
+    let breaker = d.and_then(|d| d.breaker.as_ref()).map(|b| {
+        if b.failures == 0 {
+            cx.err(format!("{at}.breaker.failures"), "must be at least 1");
+        }
+        if b.cooldown.0.is_zero() {
+            cx.err(format!("{at}.breaker.cooldown"), "must be more than 0");
+        }
+        BreakerPolicy {
+            failures: b.failures,
+            cooldown: b.cooldown.0,
+        }
+    });
     DeliveryPolicy {
         timeout,
         retry,
@@ -648,6 +660,7 @@ fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> Deliv
         rate,
         max_queued,
         retention,
+        breaker,
     }
 }
 

@@ -200,6 +200,16 @@ pub struct DeliveryPolicy {
     pub rate: Option<f64>,
     pub max_queued: u64,
     pub retention: Duration,
+    pub breaker: Option<BreakerPolicy>,
+}
+
+/// A destination's circuit breaker (PRODUCT.md §9).
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerPolicy {
+    /// Failed attempts in a row that open it.
+    pub failures: u32,
+    /// How long it holds the destination before a probe.
+    pub cooldown: Duration,
 }
 
 impl DeliveryPolicy {

@@ -176,6 +176,17 @@ pub struct RawDelivery {
     pub max_queued: Option<u64>,
     /// Delivered and dead deliveries are purged after this (default 7d).
     pub retention: Option<HumanDuration>,
+    /// Per destination: after `failures` failed attempts in a row, hold it for `cooldown`.
+    pub breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Failed attempts in a row that open the breaker.
+    pub failures: u32,
+    /// How long no attempt starts once it is open, before one probes the destination.
+    pub cooldown: HumanDuration,
 }
 
 #[derive(Debug, Deserialize)]

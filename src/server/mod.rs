@@ -9,6 +9,7 @@
 mod active;
 mod admin;
 mod body;
+mod breaker;
 mod budget;
 mod certificate;
 pub(crate) mod connections;

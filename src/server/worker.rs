@@ -7,6 +7,7 @@
 //! or retried, or when an attempt finishes and frees room.
 
 use super::active::{ActiveConfig, DestinationLink};
+use super::breaker::{Breaker, Gate};
 use super::forward::{self, UpstreamLink};
 use super::runtime::Runtime;
 use crate::config::{DeliveryPolicy, Mode, Route};
@@ -47,16 +48,25 @@ pub struct Worker {
 /// what waits for the store when the app is faster than the store's commits.
 const UNRECORDED_PER_IN_FLIGHT: usize = 4;
 
-/// One destination's room: attempts at the app, attempts not yet recorded, and its rate's token
-/// bucket.
-#[derive(Default)]
+/// One destination's room: attempts at the app, attempts not yet recorded, its rate's token
+/// bucket and its breaker.
 struct Room {
     in_flight: AtomicUsize,
     unrecorded: AtomicUsize,
     tokens: Mutex<Option<(f64, Instant)>>,
+    breaker: Breaker,
 }
 
 impl Room {
+    fn new(breaker: Breaker) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            unrecorded: AtomicUsize::new(0),
+            tokens: Mutex::new(None),
+            breaker,
+        }
+    }
+
     /// How many attempts may start now; with a rate, also when the next one may.
     fn available(&self, policy: &DeliveryPolicy) -> (usize, Option<Duration>) {
         let free = policy
@@ -127,7 +137,14 @@ impl BackgroundService for Worker {
                         let mut rooms = rooms.lock().unwrap_or_else(|p| p.into_inner());
                         rooms
                             .entry(format!("{}/{}", route.name, dest.name))
-                            .or_default()
+                            .or_insert_with(|| {
+                                let gauge = self
+                                    .runtime
+                                    .metrics
+                                    .destination_open
+                                    .with_label_values(&[&*route.name, &*dest.name]);
+                                Arc::new(Room::new(Breaker::new(gauge)))
+                            })
                             .clone()
                     };
                     let (free, rate_wait) = room.available(&q.policy);
@@ -139,20 +156,36 @@ impl BackgroundService for Worker {
                     if free == 0 || !room.worth_a_pass(&q.policy, free) {
                         continue;
                     }
+                    // An open breaker starts nothing until its cooldown ends, then one probe;
+                    // the probe's end (an attempt finishing) wakes the loop.
+                    let probe = match room.breaker.gate(q.policy.breaker.as_ref(), Instant::now()) {
+                        Gate::Open => false,
+                        Gate::Probe => true,
+                        Gate::Held(wait) => {
+                            if let Some(w) = wait {
+                                wake = wake.min(w);
+                            }
+                            continue;
+                        }
+                    };
+                    let limit = if probe { 1 } else { free.min(TAKE_AT_ONCE) };
                     let taken = self
                         .queue
                         .take_due(
                             &route.name,
                             &dest.name,
                             unix_ms(now),
-                            free.min(TAKE_AT_ONCE),
+                            limit,
                             q.policy.lease(),
                         )
                         .await;
+                    if probe && !taken.as_ref().is_ok_and(|due| !due.is_empty()) {
+                        room.breaker.no_probe();
+                    }
                     match taken {
                         Ok(due) => {
                             room.spend(&q.policy, due.len());
-                            if due.len() == free.min(TAKE_AT_ONCE) {
+                            if due.len() == limit && !probe {
                                 // There may be more due right now.
                                 wake = Duration::ZERO;
                             }
@@ -164,6 +197,7 @@ impl BackgroundService for Worker {
                                     route: route.clone(),
                                     room: room.clone(),
                                     finished: finished.clone(),
+                                    probe,
                                 };
                                 attempts.spawn(job.run(a));
                             }
@@ -259,6 +293,8 @@ struct Attempt {
     route: Arc<Route>,
     room: Arc<Room>,
     finished: Arc<tokio::sync::Notify>,
+    /// The one attempt that probes a destination whose breaker's cooldown ended.
+    probe: bool,
 }
 
 impl Attempt {
@@ -300,6 +336,7 @@ impl Attempt {
         };
         match exchanged {
             Ok(answer) if answer.delivered() => {
+                self.room.breaker.succeeded();
                 labels(answer.status.map_or("ack", status_class));
                 rt.metrics
                     .deliveries
@@ -319,25 +356,26 @@ impl Attempt {
                     status: answer.status,
                     error: None,
                     next: None,
+                    counts: true,
                 }
             }
             Ok(answer) => {
                 let status = answer.status.unwrap_or_default();
                 labels(status_class(status));
-                self.failed(
+                let failed = self.failed(
                     a,
                     started,
                     t,
                     Some(status),
                     format!("the app answered {status}"),
-                )
-                .with_policy(&q.policy, a, answer.retry_after, rt, route)
+                );
+                self.schedule(failed, &q.policy, a, answer.retry_after)
             }
             Err(e) => {
                 labels(e.result());
                 tracing::debug!(route = %route.name, destination = %a.destination, delivery_id = %a.id, error = %e, "queue attempt failed");
-                self.failed(a, started, t, None, e.to_string())
-                    .with_policy(&q.policy, a, None, rt, route)
+                let failed = self.failed(a, started, t, None, e.to_string());
+                self.schedule(failed, &q.policy, a, None)
             }
         }
     }
@@ -393,6 +431,31 @@ impl Attempt {
         }
     }
 
+    /// When a failed attempt is tried again: at the end of the cooldown, uncounted, while the
+    /// destination's breaker is open; else by the delivery's own schedule.
+    fn schedule(
+        &self,
+        mut failed: AttemptResult,
+        policy: &DeliveryPolicy,
+        a: &DueAttempt,
+        retry_after: Option<Duration>,
+    ) -> AttemptResult {
+        let now = Instant::now();
+        match self
+            .room
+            .breaker
+            .failed(policy.breaker.as_ref(), self.probe, now)
+        {
+            Some(until) => {
+                let at = SystemTime::now() + until.saturating_duration_since(now);
+                failed.next = Some(Some(unix_ms(at)));
+                failed.counts = false;
+                failed
+            }
+            None => failed.with_policy(policy, a, retry_after, &self.runtime, &self.route),
+        }
+    }
+
     /// A failed attempt, dead unless `with_policy` schedules the next one.
     fn failed(
         &self,
@@ -411,6 +474,7 @@ impl Attempt {
             status,
             error: Some(error),
             next: Some(None),
+            counts: true,
         }
     }
 }

@@ -113,6 +113,9 @@ pub struct AttemptResult {
     pub error: Option<String>,
     /// `None`: delivered. `Some(Some(t))`: try again at `t`. `Some(None)`: dead.
     pub next: Option<Option<u64>>,
+    /// Whether it counts against the delivery's retries: a failure while the destination's
+    /// breaker holds it open does not (its schedule stays where it was).
+    pub counts: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! hookgate's integration tests: one binary that starts the real gateway process and a recording
 //! upstream on ephemeral ports (see `harness`).
 
+mod breaker;
 mod brokers;
 mod cli;
 mod conditions;

@@ -60,6 +60,7 @@ fn outcome(id: DeliveryId, attempt: u32, status: u16, now: u64) -> AttemptResult
         status: Some(status),
         error: None,
         next: (status != 200).then_some(Some(now + 3_600_000)),
+        counts: true,
     }
 }
 

@@ -201,7 +201,9 @@ impl Queue for FileStore {
                     return Ok(());
                 }
                 dest.attempts = r.attempt;
-                dest.scheduled += 1;
+                if r.counts {
+                    dest.scheduled += 1;
+                }
                 match r.next {
                     Some(Some(at)) => t.schedule(id, &mut d, i, at, &mut batch.deltas)?,
                     outcome => {

@@ -26,14 +26,16 @@ const LOCK_DELIVERIES: &str = "SELECT 1 FROM hookgate_deliveries WHERE id = ANY 
 /// - A delivery purged meanwhile gets no attempt row: the row would break its foreign key and so
 ///   fail the whole group.
 /// - Only the attempt in progress moves the destination's state: a retry by hand may have
-///   superseded it.
+///   superseded it. Taking it counted it in `scheduled`; one that does not count (a failure
+///   while the breaker is open) gives that back.
 /// - Deliveries and destinations are found by the array of ids (`= ANY`), which their keys'
 ///   indexes serve whatever plan the connection keeps. Joined on `r` alone, a kept plan can read
 ///   every delivery to hash them, once per group.
 const WRITE_RECORDS: &str = "WITH r AS (
         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[],
-                             $6::int[], $7::text[], $8::text[], $9::bigint[])
-            AS r(id, destination, attempt, started_ms, duration_ms, status, error, state, due)),
+                             $6::int[], $7::text[], $8::text[], $9::bigint[], $10::int[])
+            AS r(id, destination, attempt, started_ms, duration_ms, status, error, state, due,
+                 uncounted)),
     attempt AS (
         INSERT INTO hookgate_attempts
             (delivery_id, n, destination, started_ms, duration_ms, status, error)
@@ -45,7 +47,9 @@ const WRITE_RECORDS: &str = "WITH r AS (
         state = CASE WHEN d.state = 'pending' AND d.attempts = r.attempt
                      THEN r.state ELSE d.state END,
         due_ms = CASE WHEN d.state = 'pending' AND d.attempts = r.attempt
-                      THEN r.due ELSE d.due_ms END
+                      THEN r.due ELSE d.due_ms END,
+        scheduled = CASE WHEN d.state = 'pending' AND d.attempts = r.attempt
+                         THEN d.scheduled - r.uncounted ELSE d.scheduled END
     FROM r
     WHERE d.delivery_id = ANY ($1::bigint[]) AND d.delivery_id = r.id AND d.name = r.destination";
 /// Last, in a statement of its own so that it sees the states just written, each delivery none
@@ -70,6 +74,8 @@ pub struct Record {
     /// The destination's state after it, and when it is due again.
     state: &'static str,
     due: Option<i64>,
+    /// 1 when it does not count against the delivery's retries, else 0.
+    uncounted: i32,
     /// When it was recorded (a delivery it finishes is finished then).
     now: i64,
 }
@@ -91,6 +97,7 @@ impl Record {
             error: r.error,
             state,
             due,
+            uncounted: i32::from(!r.counts),
             now,
         }
     }
@@ -127,7 +134,7 @@ impl GroupWrite for Records {
         // order, each seeing the ones before it.
         let lock_params: [Param; 1] = [&ids];
         let finish_params: [Param; 2] = [&ids, &now];
-        let write_params: Vec<[Param; 9]> = columns.iter().map(Columns::params).collect();
+        let write_params: Vec<[Param; 10]> = columns.iter().map(Columns::params).collect();
         let locked = txn.execute(&lock, &lock_params);
         let written =
             futures_util::future::try_join_all(write_params.iter().map(|p| txn.execute(&write, p)));
@@ -168,6 +175,7 @@ struct Columns<'a> {
     error: Vec<Option<&'a str>>,
     state: Vec<&'static str>,
     due: Vec<Option<i64>>,
+    uncounted: Vec<i32>,
 }
 
 impl<'a> Columns<'a> {
@@ -182,10 +190,11 @@ impl<'a> Columns<'a> {
             error: records.iter().map(|r| r.error.as_deref()).collect(),
             state: records.iter().map(|r| r.state).collect(),
             due: records.iter().map(|r| r.due).collect(),
+            uncounted: records.iter().map(|r| r.uncounted).collect(),
         }
     }
 
-    fn params(&self) -> [Param<'_>; 9] {
+    fn params(&self) -> [Param<'_>; 10] {
         [
             &self.id,
             &self.destination,
@@ -196,6 +205,7 @@ impl<'a> Columns<'a> {
             &self.error,
             &self.state,
             &self.due,
+            &self.uncounted,
         ]
     }
 }

@@ -1,0 +1,197 @@
+//! A destination's breaker (PRODUCT.md §9): an app down for far longer than the whole retry
+//! schedule, with a backlog, gets a few probes rather than every retry, no delivery goes dead,
+//! and the whole backlog arrives once it is back. Without a breaker the old behaviour holds.
+
+use crate::harness::*;
+use crate::queue::eventually_metric;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const BACKLOG: usize = 1000;
+const FAILURES: usize = 5;
+const MAX_IN_FLIGHT: usize = 4;
+const COOLDOWN: Duration = Duration::from_millis(500);
+
+fn route(app: &Upstream, breaker: &str, store: &str) -> String {
+    format!(
+        r#"store:
+  url: "{store}"
+routes:
+  - name: q
+    path: /webhooks/q
+    mode: queue
+    https_only: false
+    upstreams:
+      - name: app
+        url: "{}"
+    signature: {{ scheme: imggo, secrets: ["{SECRET}"] }}
+    idempotency: {{ key: ["/job_id"] }}
+    delivery:
+      timeout: 1s
+      retry: [100ms, 100ms, 100ms]
+      jitter: 0%
+      max_in_flight: {MAX_IN_FLIGHT}
+{breaker}"#,
+        app.url()
+    )
+}
+
+/// Queues `n` deliveries, eight senders at a time.
+async fn queue_many(gw: &Gateway, n: usize) {
+    let url = gw.http_url("/webhooks/q");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..n).step_by(8) {
+                let body = delivery("job.completed", &format!("b{i}"));
+                let (status, code, _) = answer(post_signed(&url, &body).await).await;
+                assert_eq!((status, code.as_str()), (200, "queued"));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_breaker_holds_a_down_app_with_a_few_probes_and_loses_none_of_its_backlog() {
+    held_by_a_breaker("file:state.db").await;
+}
+
+#[tokio::test]
+async fn a_breaker_holds_a_down_app_on_postgres_too() {
+    let db = TestDatabase::create();
+    held_by_a_breaker(&db.url()).await;
+}
+
+async fn held_by_a_breaker(store: &str) {
+    let app = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let gw = Gateway::start(&route(
+        &app,
+        &format!(
+            "      breaker: {{ failures: {FAILURES}, cooldown: {}ms }}\n",
+            COOLDOWN.as_millis()
+        ),
+        store,
+    ))
+    .await;
+    gw.wait_ready().await;
+    let down_since = Instant::now();
+    queue_many(&gw, BACKLOG).await;
+    eventually_metric(
+        &gw,
+        "hookgate_destination_open",
+        &[("route", "q"), ("destination", "app")],
+        1.0,
+    )
+    .await;
+    // Down for ten times the whole retry schedule (300 ms) after the backlog is in.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down_for = down_since.elapsed();
+    let while_down = app.count();
+    // The attempts that opened it, those already running then, and one probe per cooldown.
+    let most =
+        FAILURES + MAX_IN_FLIGHT + (down_for.as_millis() / COOLDOWN.as_millis()) as usize + 1;
+    assert!(
+        while_down <= most,
+        "the app got {while_down} attempts in {down_for:?} while down (at most {most})"
+    );
+    assert!(
+        while_down > FAILURES,
+        "the breaker probed the app: {while_down} attempts"
+    );
+    assert_eq!(
+        gw.metric(
+            "hookgate_deliveries_total",
+            &[("destination", "app"), ("outcome", "dead")]
+        )
+        .await,
+        0.0,
+        "no delivery went dead while the app was down"
+    );
+
+    app.always(200, Duration::ZERO);
+    eventually_metric(
+        &gw,
+        "hookgate_deliveries_total",
+        &[("destination", "app"), ("outcome", "delivered")],
+        BACKLOG as f64,
+    )
+    .await;
+    let delivered: HashSet<String> = app.received()[while_down..]
+        .iter()
+        .filter_map(|r| r.header("Hookgate-Delivery-Id").map(str::to_string))
+        .collect();
+    assert_eq!(
+        delivered.len(),
+        BACKLOG,
+        "every delivery arrived once it was back"
+    );
+    assert_eq!(
+        gw.metric(
+            "hookgate_destination_open",
+            &[("route", "q"), ("destination", "app")]
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(
+        gw.metric(
+            "hookgate_queue_deliveries",
+            &[("destination", "app"), ("state", "dead")]
+        )
+        .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn without_a_breaker_a_down_app_gets_every_retry_and_deliveries_go_dead() {
+    let app = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let gw = Gateway::start(&route(&app, "", "file:state.db")).await;
+    queue_many(&gw, 20).await;
+    eventually_metric(
+        &gw,
+        "hookgate_deliveries_total",
+        &[("destination", "app"), ("outcome", "dead")],
+        20.0,
+    )
+    .await;
+    assert_eq!(app.count(), 20 * 4, "each delivery's four attempts");
+    assert_eq!(
+        gw.metric(
+            "hookgate_destination_open",
+            &[("route", "q"), ("destination", "app")]
+        )
+        .await,
+        0.0
+    );
+}
+
+#[test]
+fn check_names_a_bad_breaker_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = "http://127.0.0.1:5000";
+    let text = format!(
+        "listen: [{{ addr: \"127.0.0.1:18080\" }}]\nstore: {{ url: \"file:state.db\" }}\nroutes:\n  - name: q\n    path: /q\n    mode: queue\n    upstreams: [{{ name: app, url: \"{app}\" }}]\n    delivery:\n      breaker: {{ failures: 0, cooldown: 0s }}\n"
+    );
+    let file = dir.path().join("breaker.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "routes[q].delivery.breaker.failures: must be at least 1",
+        "routes[q].delivery.breaker.cooldown: must be more than 0",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
