@@ -64,6 +64,7 @@ async fn main() {
                     headers: Bytes::from(vec![b'h'; 700]),
                     body: Bytes::from(vec![b'b'; 300]),
                     destinations: vec!["app".into()],
+                    order_key: None,
                     received_ms: unix_ms(SystemTime::now()),
                     max_queued: u64::MAX,
                 };

@@ -47,6 +47,7 @@ mod tests {
             rate: None,
             max_queued: 10,
             retention: Duration::from_secs(60),
+            order_by: None,
             breaker: None,
         }
     }

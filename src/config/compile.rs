@@ -640,6 +640,13 @@ fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> Deliv
     let retention = d
         .and_then(|d| d.retention)
         .map_or(DEFAULT_RETENTION, |t| t.0);
+    let order_by = d.and_then(|d| d.order_by.clone());
+    if let Some(p) = order_by.as_deref().filter(|p| !p.starts_with('/')) {
+        cx.err(
+            format!("{at}.order_by"),
+            format!("{p:?} is not a JSON pointer (e.g. /pattern_id)"),
+        );
+    }
     let breaker = d.and_then(|d| d.breaker.as_ref()).map(|b| {
         if b.failures == 0 {
             cx.err(format!("{at}.breaker.failures"), "must be at least 1");
@@ -660,6 +667,7 @@ fn delivery_policy(cx: &mut Ctx<'_>, at: &str, d: Option<&RawDelivery>) -> Deliv
         rate,
         max_queued,
         retention,
+        order_by,
         breaker,
     }
 }

@@ -115,7 +115,8 @@ impl Route {
                 .idempotency
                 .as_ref()
                 .is_some_and(|i| i.parts.iter().any(|p| matches!(p, KeyPart::Pointer(_))))
-            || matches!(&self.mode, Mode::Queue(q) if q.destinations.iter().any(|d| d.when.is_some()))
+            || matches!(&self.mode, Mode::Queue(q)
+                if q.policy.order_by.is_some() || q.destinations.iter().any(|d| d.when.is_some()))
     }
 }
 
@@ -200,6 +201,9 @@ pub struct DeliveryPolicy {
     pub rate: Option<f64>,
     pub max_queued: u64,
     pub retention: Duration,
+    /// A JSON pointer into the body: deliveries with the same value are attempted one at a time
+    /// per destination, in acceptance order.
+    pub order_by: Option<String>,
     pub breaker: Option<BreakerPolicy>,
 }
 

@@ -176,6 +176,9 @@ pub struct RawDelivery {
     pub max_queued: Option<u64>,
     /// Delivered and dead deliveries are purged after this (default 7d).
     pub retention: Option<HumanDuration>,
+    /// A JSON pointer: deliveries with the same value reach each destination one at a time, in
+    /// acceptance order.
+    pub order_by: Option<String>,
     /// Per destination: after `failures` failed attempts in a row, hold it for `cooldown`.
     pub breaker: Option<RawBreaker>,
 }

@@ -77,6 +77,8 @@ pub struct Checked {
     pub event: Option<String>,
     /// Queue routes: the destinations this delivery goes to.
     pub selection: destinations::Selection,
+    /// Queue routes with `order_by`: the value deliveries are ordered by, where the body has it.
+    pub order_key: Option<String>,
 }
 
 /// Only queue routes keep the event (the delivery log shows it, destinations filter on it).
@@ -86,6 +88,19 @@ fn event_name(route: &Route, json: Option<&serde_json::Value>) -> Option<String>
     }
     let pointer = &route.events.as_ref()?.pointer;
     json?.pointer(pointer)?.as_str().map(str::to_string)
+}
+
+/// The value at a queue route's `order_by` pointer: a string as it is, anything else as its
+/// JSON text (so `"42"` and `42` are different keys, as in idempotency keys).
+fn order_key(route: &Route, json: Option<&serde_json::Value>) -> Option<String> {
+    let crate::config::Mode::Queue(q) = &route.mode else {
+        return None;
+    };
+    let value = json?.pointer(q.policy.order_by.as_deref()?)?;
+    Some(match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
 }
 
 /// signature (and a verification request answered) → parse → schema → events → idempotency key. Runs on the complete body, whose size
@@ -126,5 +141,6 @@ pub fn check_body(
         key,
         event,
         selection,
+        order_key: order_key(route, json.as_ref()),
     })
 }

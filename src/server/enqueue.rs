@@ -30,6 +30,7 @@ pub async fn enqueue(
         key,
         event,
         selection,
+        order_key,
     } = checked;
     let new = NewDelivery {
         route: route.name.to_string(),
@@ -39,6 +40,7 @@ pub async fn enqueue(
         headers,
         body,
         destinations: selection.destinations,
+        order_key,
         received_ms,
         max_queued: queue.policy.max_queued,
     };

@@ -30,6 +30,9 @@ pub struct NewDelivery {
     pub body: Bytes,
     /// The destinations this delivery goes to (the route's, filtered by event).
     pub destinations: Vec<String>,
+    /// With `order_by`: deliveries with the same key are taken one at a time per destination,
+    /// each only when no earlier one of that key is pending there.
+    pub order_key: Option<String>,
     pub received_ms: u64,
     /// Refuse when the route already holds this many undelivered deliveries.
     pub max_queued: u64,

@@ -129,6 +129,8 @@ pub struct Upstream {
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     default: Arc<Mutex<Reply>>,
+    /// Bodies containing the text get the status, before the script or the default.
+    failing: Failing,
 }
 
 impl Upstream {
@@ -149,14 +151,22 @@ impl Upstream {
                 delay: Duration::ZERO,
                 retry_after: None,
             })),
+            failing: Arc::default(),
         };
-        let (received, script, default) =
-            (up.received.clone(), up.script.clone(), up.default.clone());
+        let (received, script, default, failing) = (
+            up.received.clone(),
+            up.script.clone(),
+            up.default.clone(),
+            up.failing.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (received, script, default) =
-                    (received.clone(), script.clone(), default.clone());
-                tokio::spawn(serve(sock, received, script, default));
+                let replies = Replies {
+                    script: script.clone(),
+                    default: default.clone(),
+                    failing: failing.clone(),
+                };
+                tokio::spawn(serve(sock, received.clone(), replies));
             }
         });
         up
@@ -199,6 +209,20 @@ impl Upstream {
         };
     }
 
+    /// Every request whose body contains `text` is answered `status` (until [`Upstream::heal`]),
+    /// with the default answer's delay.
+    pub fn fail_when(&self, text: &str, status: u16) {
+        self.failing
+            .lock()
+            .unwrap()
+            .push((text.as_bytes().to_vec(), status));
+    }
+
+    /// Forgets every `fail_when`.
+    pub fn heal(&self) {
+        self.failing.lock().unwrap().clear();
+    }
+
     /// What was received with this header value (e.g. a `Hookgate-Delivery-Id`).
     pub fn received_with(&self, name: &str, value: &str) -> Vec<Received> {
         self.received()
@@ -208,11 +232,37 @@ impl Upstream {
     }
 }
 
+/// Texts whose bodies get a status of their own (`Upstream::fail_when`).
+type Failing = Arc<Mutex<Vec<(Vec<u8>, u16)>>>;
+
+/// How one connection of the upstream picks its answers.
+struct Replies {
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Reply>>,
+    failing: Failing,
+}
+
+impl Replies {
+    fn next(&self, body: &[u8]) -> Reply {
+        let default = self.default.lock().unwrap().clone();
+        let failing = self.failing.lock().unwrap();
+        if let Some((_, status)) = failing
+            .iter()
+            .find(|(text, _)| body.windows(text.len()).any(|w| w == text.as_slice()))
+        {
+            return Reply {
+                status: *status,
+                ..default
+            };
+        }
+        self.script.lock().unwrap().pop_front().unwrap_or(default)
+    }
+}
+
 async fn serve(
     mut sock: tokio::net::TcpStream,
     received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<Reply>>>,
-    default: Arc<Mutex<Reply>>,
+    replies: Replies,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -258,6 +308,7 @@ async fn serve(
             }
         }
         let body: Vec<u8> = buf.drain(..len).collect();
+        let reply = replies.next(&body);
         received.lock().unwrap().push(Received {
             at: Instant::now(),
             method,
@@ -265,11 +316,6 @@ async fn serve(
             headers,
             body,
         });
-        let reply = script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| default.lock().unwrap().clone());
         tokio::time::sleep(reply.delay).await;
         let out = format!("{{\"upstream_status\":{}}}", reply.status);
         let retry_after = reply

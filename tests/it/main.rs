@@ -16,6 +16,7 @@ mod idempotency;
 mod limits;
 mod observability;
 mod operations;
+mod ordering;
 mod postgres;
 mod postgres_groups;
 mod presets;

@@ -36,6 +36,7 @@ fn delivery(now: u64, key: Option<u128>, destinations: &[&str]) -> NewDelivery {
         headers: bytes::Bytes::new(),
         body: bytes::Bytes::from_static(b"{}"),
         destinations: destinations.iter().map(|d| d.to_string()).collect(),
+        order_key: None,
         received_ms: now,
         max_queued: 1000,
     }

@@ -3,7 +3,7 @@
 
 use super::log;
 use super::records::{dest_key, encode, err, StoredAttempt, StoredDelivery, StoredDestination};
-use super::tables::{stored_delivery, DELIVERED, DELIVERIES, DUE, PAYLOADS, PENDING};
+use super::tables::{stored_delivery, DELIVERED, DELIVERIES, DUE, ORDERED, PAYLOADS, PENDING};
 use super::FileStore;
 use crate::pipeline::DeliveryKey;
 use crate::store::queue::{
@@ -53,12 +53,14 @@ impl Queue for FileStore {
                 destinations: Vec::with_capacity(new.destinations.len()),
                 attempts_recorded: 0,
                 finished_ms: None,
+                order_key: new.order_key.clone(),
             };
             for name in &new.destinations {
                 let key = dest_key(&new.route, name);
                 t.due.insert((key.as_str(), now, id.0), ()).map_err(err)?;
                 t.pending.insert((key.as_str(), id.0), ()).map_err(err)?;
                 batch.deltas.pending(&key, 1);
+                t.order(&key, new.order_key.as_deref(), id.0, true)?;
                 stored.destinations.push(StoredDestination {
                     name: name.clone(),
                     state: DestinationState::Pending,
@@ -96,6 +98,7 @@ impl Queue for FileStore {
         let due = read.open_table(DUE).map_err(err)?;
         let deliveries = read.open_table(DELIVERIES).map_err(err)?;
         let payloads = read.open_table(PAYLOADS).map_err(err)?;
+        let ordered = read.open_table(ORDERED).map_err(err)?;
         let mut taken = Vec::new();
         let now = Instant::now();
         let held_until = now + lease;
@@ -121,6 +124,21 @@ impl Queue for FileStore {
             let Some(dest) = d.destinations.iter().find(|x| x.name == destination) else {
                 continue;
             };
+            // An ordered delivery waits while an earlier one of its key is pending here (being
+            // attempted, or waiting for its next attempt).
+            if let Some(order_key) = &d.order_key {
+                let earlier = ordered
+                    .range(
+                        (key.as_str(), order_key.as_str(), 0)
+                            ..(key.as_str(), order_key.as_str(), id),
+                    )
+                    .map_err(err)?
+                    .next()
+                    .is_some();
+                if earlier {
+                    continue;
+                }
+            }
             let payload = payloads
                 .get(id)
                 .map_err(err)?
@@ -212,6 +230,8 @@ impl Queue for FileStore {
                         }
                         t.pending.remove((key.as_str(), id)).map_err(err)?;
                         batch.deltas.pending(&key, -1);
+                        let order_key = d.order_key.clone();
+                        t.order(&key, order_key.as_deref(), id, false)?;
                         if outcome.is_none() {
                             dest.state = DestinationState::Delivered;
                         } else {

@@ -19,6 +19,9 @@ pub(super) struct StoredDelivery {
     /// Attempts recorded, over every destination (numbers the `ATTEMPTS` rows).
     pub(super) attempts_recorded: u32,
     pub(super) finished_ms: Option<u64>,
+    /// The `order_by` value, where the route orders its deliveries.
+    #[serde(default)]
+    pub(super) order_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

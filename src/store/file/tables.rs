@@ -23,6 +23,9 @@ pub(super) const DUE: TableDefinition<(&str, u64, u64), ()> = TableDefinition::n
 pub(super) const PENDING: TableDefinition<(&str, u64), ()> = TableDefinition::new("pending");
 /// ("route/destination", id) of every dead destination.
 pub(super) const DEAD: TableDefinition<(&str, u64), ()> = TableDefinition::new("dead");
+/// ("route/destination", order key, id) of every pending destination of an ordered delivery:
+/// one is taken only when no earlier id of its key is pending there (`order_by`).
+pub(super) const ORDERED: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("ordered");
 /// (finished ms, id) of delivered and dead deliveries: the retention purge.
 pub(super) const FINISHED: TableDefinition<(u64, u64), ()> = TableDefinition::new("finished");
 
@@ -51,6 +54,7 @@ pub(super) struct Tables<'t> {
     pub(super) pending: Table<'t, (&'static str, u64), ()>,
     pub(super) dead: Table<'t, (&'static str, u64), ()>,
     pub(super) finished: Table<'t, (u64, u64), ()>,
+    pub(super) ordered: Table<'t, (&'static str, &'static str, u64), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -65,6 +69,7 @@ impl<'t> Tables<'t> {
             pending: txn.open_table(PENDING)?,
             dead: txn.open_table(DEAD)?,
             finished: txn.open_table(FINISHED)?,
+            ordered: txn.open_table(ORDERED)?,
         })
     }
 
@@ -117,6 +122,29 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Enters (or removes) a pending destination of an ordered delivery in `ORDERED`.
+    pub(super) fn order(
+        &mut self,
+        dest_key: &str,
+        order_key: Option<&str>,
+        id: u64,
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let Some(order_key) = order_key else {
+            return Ok(());
+        };
+        if pending {
+            self.ordered
+                .insert((dest_key, order_key, id), ())
+                .map_err(err)?;
+        } else {
+            self.ordered
+                .remove((dest_key, order_key, id))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
     /// Makes destination `i` of `d` due at `at` (pending), from whatever state it was in.
     pub(super) fn schedule(
         &mut self,
@@ -139,10 +167,12 @@ impl<'t> Tables<'t> {
                 counts.dead(&key, -1);
                 self.pending.insert((key.as_str(), id), ()).map_err(err)?;
                 counts.pending(&key, 1);
+                self.order(&key, d.order_key.as_deref(), id, true)?;
             }
             DestinationState::Delivered => {
                 self.pending.insert((key.as_str(), id), ()).map_err(err)?;
                 counts.pending(&key, 1);
+                self.order(&key, d.order_key.as_deref(), id, true)?;
             }
         }
         dest.state = DestinationState::Pending;

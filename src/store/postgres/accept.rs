@@ -23,9 +23,10 @@ use std::time::Duration;
 ///   plain CTE, which runs only when something reads it.
 const ACCEPT: &str = "WITH input AS (
         SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
-                             $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::int[])
+                             $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::int[],
+                             $16::text[])
             WITH ORDINALITY AS i(key, key_expires, received_ms, route, key_hex, event, target,
-                                 headers, body, destination_count, n)),
+                                 headers, body, destination_count, order_key, n)),
     claim AS (
         INSERT INTO hookgate_claims (key, token, expires_ms)
         SELECT key, $11, key_expires FROM input WHERE key IS NOT NULL ORDER BY key
@@ -47,8 +48,8 @@ const ACCEPT: &str = "WITH input AS (
         SELECT a.id, $12 FROM accepted a JOIN input i USING (n) WHERE i.destination_count = 0),
     destinations AS (
         INSERT INTO hookgate_destinations
-            (delivery_id, position, route, name, state, due_ms)
-        SELECT a.id, d.position, i.route, d.name, 'pending', $12
+            (delivery_id, position, route, name, state, due_ms, order_key)
+        SELECT a.id, d.position, i.route, d.name, 'pending', $12, i.order_key
         FROM unnest($13::bigint[], $14::text[], $15::int[]) AS d(n, name, position)
         JOIN accepted a USING (n) JOIN input i USING (n)),
     wake AS (SELECT pg_notify('hookgate_queue', '') WHERE EXISTS (SELECT 1 FROM accepted))
@@ -75,6 +76,7 @@ pub struct Acceptance {
     pub headers: Bytes,
     pub body: Bytes,
     pub destinations: Vec<String>,
+    pub order_key: Option<String>,
 }
 
 /// Acceptances as group writes. A group claims its keys in key order (`order`).
@@ -140,6 +142,7 @@ async fn accept(
     let headers: Vec<&[u8]> = items.iter().map(|a| a.headers.as_ref()).collect();
     let bodies: Vec<&[u8]> = items.iter().map(|a| a.body.as_ref()).collect();
     let counts: Vec<i32> = items.iter().map(|a| a.destinations.len() as i32).collect();
+    let order_keys: Vec<Option<&str>> = items.iter().map(|a| a.order_key.as_deref()).collect();
     let (mut dest_of, mut dest_name, mut dest_position) = (Vec::new(), Vec::new(), Vec::new());
     for (n, a) in (1i64..).zip(items) {
         for (position, name) in (1i32..).zip(&a.destinations) {
@@ -167,6 +170,7 @@ async fn accept(
                 &dest_of,
                 &dest_name,
                 &dest_position,
+                &order_keys,
             ],
         )
         .await?;

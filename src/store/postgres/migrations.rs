@@ -5,7 +5,10 @@
 use tokio_postgres::Client;
 
 /// (version, SQL), applied in order, each in its own transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("0001_init.sql")),
+    (2, include_str!("0002_order_key.sql")),
+];
 
 /// Arbitrary, fixed: the key of the advisory lock replicas take while migrating.
 const LOCK_KEY: i64 = 0x686f_6f6b_6761_7465; // "hookgate"

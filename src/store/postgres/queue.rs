@@ -41,6 +41,7 @@ impl Queue for PostgresStore {
                 headers: new.headers,
                 body: new.body,
                 destinations: new.destinations,
+                order_key: new.order_key,
             })
             .await?;
         if matches!(outcome, Enqueued::Queued(_)) {
@@ -69,8 +70,13 @@ impl Queue for PostgresStore {
                 c.query(
                     &c.prepare_cached(
                         "WITH due AS (
-                            SELECT delivery_id FROM hookgate_destinations
+                            SELECT delivery_id FROM hookgate_destinations d
                             WHERE route = $1 AND name = $2 AND state = 'pending' AND due_ms <= $3
+                              AND (order_key IS NULL OR NOT EXISTS (
+                                  SELECT 1 FROM hookgate_destinations e
+                                  WHERE e.route = $1 AND e.name = $2 AND e.state = 'pending'
+                                    AND e.order_key = d.order_key
+                                    AND e.delivery_id < d.delivery_id))
                             ORDER BY due_ms LIMIT $4
                             FOR UPDATE SKIP LOCKED),
                         taken AS (
@@ -305,11 +311,13 @@ impl Queue for PostgresStore {
                         WHERE route = $1 AND id >= $2 AND id < $3 ORDER BY id LIMIT $4),
                     added AS (
                         INSERT INTO hookgate_destinations
-                            (delivery_id, position, route, name, state, due_ms)
+                            (delivery_id, position, route, name, state, due_ms, order_key)
                         SELECT p.id,
                                COALESCE((SELECT max(position) + 1 FROM hookgate_destinations x
                                          WHERE x.delivery_id = p.id), 0),
-                               $1, $5, 'pending', $6
+                               $1, $5, 'pending', $6,
+                               (SELECT max(order_key) FROM hookgate_destinations x
+                                WHERE x.delivery_id = p.id)
                         FROM page p WHERE $5::text IS NOT NULL
                         ON CONFLICT (delivery_id, name)
                         DO UPDATE SET state = 'pending', due_ms = $6, scheduled = 0
