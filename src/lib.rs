@@ -20,6 +20,7 @@ pub mod rejection;
 pub mod schedule;
 pub mod server;
 pub mod signature;
+pub mod spans;
 pub mod store;
 pub mod trace;
 pub mod urlencoded;

@@ -2,8 +2,8 @@
 //! raw paths, keys or addresses, so cardinality stays bounded by the config.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -24,6 +24,7 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub delivery_lag: HistogramVec,
     pub destination_open: IntGaugeVec,
+    pub spans_dropped: IntCounter,
     pub bad_requests: prometheus::IntCounter,
     pub tls_handshake_failures: prometheus::IntCounter,
     /// Follows the log thread's own count, brought up to date when rendered.
@@ -163,6 +164,14 @@ impl Metrics {
         registry
             .register(Box::new(queue_oldest_pending.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
+        let spans_dropped = IntCounter::new(
+            "hookgate_spans_dropped_total",
+            "Spans not exported: the exporter's queue was full or the collector did not take them.",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(spans_dropped.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         let destination_open = gauge(
             "hookgate_destination_open",
             "1 while a destination's breaker holds it (no attempt starts), else 0.",
@@ -229,6 +238,7 @@ impl Metrics {
             deliveries,
             delivery_lag,
             destination_open,
+            spans_dropped,
             bad_requests,
             tls_handshake_failures,
         }

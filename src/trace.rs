@@ -50,6 +50,75 @@ impl Traceparent {
     }
 }
 
+impl Traceparent {
+    /// The span the value names (the sender's, or hookgate's own once it records one).
+    pub fn parent_id(&self) -> u64 {
+        self.parent_id
+    }
+
+    /// Whether the trace is being recorded (the `sampled` flag).
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// Span `span_id` of a recorded trace, as the next hop receives it.
+    pub fn recorded(trace_id: u128, span_id: u64) -> Self {
+        Self {
+            trace_id,
+            parent_id: span_id,
+            flags: 1,
+            given: false,
+        }
+    }
+
+    /// A fresh trace that is not recorded: the sampler said no, and downstream should not either.
+    pub fn unsampled() -> Self {
+        Self {
+            flags: 0,
+            ..Self::new()
+        }
+    }
+}
+
+/// The `traceparent` line of header lines in wire format (`Name: value\r\n` each): its byte
+/// range and value.
+fn line_in(headers: &[u8]) -> Option<(std::ops::Range<usize>, Option<Traceparent>)> {
+    let mut start = 0;
+    for line in headers.split_inclusive(|&b| b == b'\n') {
+        let end = start + line.len();
+        let text = line.strip_suffix(b"\r\n").unwrap_or(line);
+        if let Some(colon) = text.iter().position(|&b| b == b':') {
+            if text[..colon].eq_ignore_ascii_case(b"traceparent") {
+                return Some((
+                    start..end,
+                    Traceparent::parse(Some(text[colon + 1..].trim_ascii())),
+                ));
+            }
+        }
+        start = end;
+    }
+    None
+}
+
+/// The trace context stored with a queued delivery's headers.
+pub fn stored(headers: &[u8]) -> Option<Traceparent> {
+    line_in(headers)?.1
+}
+
+/// The stored header lines with their `traceparent` replaced by `with`.
+pub fn restamped(headers: &[u8], with: &Traceparent) -> Vec<u8> {
+    let line = format!("traceparent: {with}\r\n");
+    match line_in(headers) {
+        Some((range, _)) => [
+            &headers[..range.start],
+            line.as_bytes(),
+            &headers[range.end..],
+        ]
+        .concat(),
+        None => [headers, line.as_bytes()].concat(),
+    }
+}
+
 impl Default for Traceparent {
     fn default() -> Self {
         Self::new()
@@ -115,6 +184,21 @@ mod tests {
         }
         let future = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
         assert!(Traceparent::parse(Some(future)).is_some());
+    }
+
+    #[test]
+    fn a_stored_traceparent_is_found_and_restamped_in_place() {
+        let headers = b"Host: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nX-A: 1\r\n";
+        let t = stored(headers).unwrap();
+        assert_eq!(t.parent_id(), 0x00f067aa0ba902b7);
+        let child = Traceparent::recorded(t.trace_id, 0x1234);
+        let again = restamped(headers, &child);
+        assert_eq!(
+            String::from_utf8(again.clone()).unwrap(),
+            "Host: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000001234-01\r\nX-A: 1\r\n"
+        );
+        assert_eq!(stored(&again).unwrap().parent_id(), 0x1234);
+        assert_eq!(stored(b"Host: h\r\n"), None);
     }
 
     #[test]

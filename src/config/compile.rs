@@ -220,6 +220,17 @@ pub fn compile(
         .filter_map(|(i, p)| cx.net(&format!("trusted_proxies[{i}]"), p))
         .collect::<Vec<_>>();
     let trusted_proxies = super::NetSet::new(&trusted_proxies);
+    let tracing = raw.tracing.as_ref().and_then(|t| {
+        let sample = t.sample.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample) {
+            cx.err(
+                "tracing.sample",
+                format!("{sample} is not a share from 0 to 1"),
+            );
+        }
+        let collector = upstream(&mut cx, "tracing.otlp", &t.otlp)?;
+        Some(TracingSettings { collector, sample })
+    });
 
     let store = store(&mut cx, raw.store.as_ref());
 
@@ -295,6 +306,7 @@ pub fn compile(
             route_order,
             trusted_proxies,
             client_timeout,
+            tracing,
         }),
     })
 }

@@ -80,6 +80,16 @@ pub struct RequestPolicy {
     pub route_order: Vec<Arc<Route>>,
     pub trusted_proxies: super::NetSet,
     pub client_timeout: Duration,
+    /// Spans to a collector (`tracing`), swapped with the rest on reload.
+    pub tracing: Option<TracingSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// The collector; spans are POSTed to its `/v1/traces`.
+    pub collector: Upstream,
+    /// The share of new traces recorded; 0 records none.
+    pub sample: f64,
 }
 
 impl RequestPolicy {

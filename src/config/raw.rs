@@ -28,6 +28,18 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     /// One route per webhook endpoint.
     pub routes: Vec<RawRoute>,
+    /// Spans to an OpenTelemetry collector over OTLP/HTTP.
+    pub tracing: Option<RawTracing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://collector:4318` (spans go to /v1/traces).
+    pub otlp: String,
+    /// The share of new traces recorded, 0 to 1 (default 1); a sender's sampled flag decides
+    /// for the traces it continues.
+    pub sample: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use super::{body, delivery, enqueue};
 use crate::config::Mode;
 use crate::pipeline::{self, size, Head};
 use crate::rejection::{Answer, Rejection};
+use crate::spans::{self, Kind, OpenSpan};
 use crate::store::queue::unix_ms;
 use crate::trace::Traceparent;
 use async_trait::async_trait;
@@ -114,14 +115,30 @@ impl GatewayApp {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
         let req = session.req_header();
-        let trace = Traceparent::parse(req.headers.get("traceparent").map(|v| v.as_bytes()))
-            .unwrap_or_default();
+        let given = Traceparent::parse(req.headers.get("traceparent").map(|v| v.as_bytes()));
+        let tracing = active.policy.tracing.as_ref();
+        // With `tracing`, a recorded request is a span of the sender's trace (or a new one), and
+        // the app's traceparent names it; otherwise the sender's is passed on as it came.
+        let (trace, span) = if spans::sampled(tracing, given.as_ref()) {
+            let from = given.unwrap_or_default();
+            let parent = if from.given { from.parent_id() } else { 0 };
+            let span = OpenSpan::start(&rt.spans, from.trace_id, parent, received_at);
+            (span.traceparent(), Some(span))
+        } else {
+            let trace = match (given, tracing) {
+                (Some(t), _) => t,
+                (None, Some(_)) => Traceparent::unsampled(),
+                (None, None) => Traceparent::new(),
+            };
+            (trace, None)
+        };
         let mut log = RequestLog {
             request_id: request_id(req.headers.get("x-request-id")),
             trace_id: trace.trace_id,
             route: None,
             client: Some(peer),
             started: Instant::now(),
+            span,
         };
         let expects_continue = req
             .headers
@@ -234,6 +251,7 @@ impl GatewayApp {
                 let mut headers = BytesMut::with_capacity(1024);
                 forward::write_headers(&mut headers, req, &client, peer, &log.request_id, &trace);
                 let target = forward::target(req).to_string();
+                let enqueue_span = log.span.as_ref().map(|s| s.child(SystemTime::now()));
                 let answer = enqueue::enqueue(
                     rt,
                     &route,
@@ -245,6 +263,24 @@ impl GatewayApp {
                     unix_ms(received_at),
                 )
                 .await;
+                if let Some(span) = enqueue_span {
+                    let mut attributes = vec![("hookgate.route", (&*route.name).into())];
+                    let error = match &answer {
+                        Answer::Queued { delivery_id } => {
+                            attributes.push(("hookgate.delivery_id", delivery_id.clone().into()));
+                            None
+                        }
+                        Answer::Reject(r) => Some(r.code().to_string()),
+                        _ => None,
+                    };
+                    span.finish(
+                        "hookgate.enqueue",
+                        Kind::Internal,
+                        attributes,
+                        Vec::new(),
+                        error,
+                    );
+                }
                 self.reply(session, &log, Some(state), answer).await;
                 Ended::Complete
             }

@@ -23,6 +23,7 @@ mod outcome;
 mod pool;
 mod reload;
 mod runtime;
+mod span_export;
 mod sweeper;
 mod tls;
 mod worker;
@@ -32,6 +33,7 @@ pub use runtime::Runtime;
 
 use crate::config::{Config, ListenerTls, StoreEngine};
 use crate::metrics::Metrics;
+use crate::spans::SpanSink;
 use crate::store::file::FileStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::queue::Queue;
@@ -135,6 +137,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
     }
     let Stores { keys: store, queue } = open_store(&config)?;
     let metrics = Arc::new(Metrics::new());
+    let (spans, span_queue) = SpanSink::new(metrics.spans_dropped.clone());
     let runtime = Arc::new(Runtime {
         active: ArcSwap::from_pointee(ActiveConfig::new(config.policy.clone(), &metrics)),
         store,
@@ -144,6 +147,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         budget: budget::BodyBudget::new(config.max_inflight_body),
         connector: TransportConnector::new(None),
         queue_wake: tokio::sync::Notify::new(),
+        spans,
     });
 
     let grace = config.grace_period.as_secs_f64().ceil() as u64;
@@ -239,6 +243,14 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
             runtime: runtime.clone(),
             file: config.source.clone(),
             certificates,
+        },
+    ));
+
+    server.add_service(background_service(
+        "span export",
+        span_export::SpanExport {
+            runtime: runtime.clone(),
+            queue: std::sync::Mutex::new(Some(span_queue)),
         },
     ));
 

@@ -4,6 +4,7 @@
 use super::active::RouteState;
 use crate::metrics::Metrics;
 use crate::rejection::Answer;
+use crate::spans::{Kind, OpenSpan, Value};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct RequestLog {
     /// `None` when a trusted proxy forwarded something that is not an address.
     pub client: Option<IpAddr>,
     pub started: Instant,
+    /// The request's span, when its trace is recorded.
+    pub span: Option<OpenSpan>,
 }
 
 /// The client address as logged: `unknown` when a trusted proxy forwarded something else.
@@ -86,6 +89,35 @@ pub fn record(metrics: &Metrics, log: &RequestLog, state: Option<&RouteState>, o
         Outcome::Forwarded { status } => Some(*status),
         _ => None,
     };
+    if let Some(span) = &log.span {
+        let now = std::time::SystemTime::now();
+        let mut attributes: Vec<(&'static str, Value)> = vec![
+            ("hookgate.route", route.into()),
+            ("hookgate.outcome", outcome.label().into()),
+            (
+                "http.response.status_code",
+                i64::from(outcome.status()).into(),
+            ),
+        ];
+        if let Some(s) = upstream_status {
+            attributes.push(("hookgate.upstream_status", i64::from(s).into()));
+        }
+        let event = vec![
+            ("hookgate.outcome", outcome.label().into()),
+            (
+                "http.response.status_code",
+                i64::from(outcome.status()).into(),
+            ),
+        ];
+        let error = (outcome.status() >= 500).then(|| outcome.label().to_string());
+        span.finish(
+            "hookgate.request",
+            Kind::Server,
+            attributes,
+            vec![("checks done", now, event)],
+            error,
+        );
+    }
     tracing::info!(
         target: "hookgate::request",
         request_id = log.request_id.as_str(),

@@ -5,6 +5,7 @@ use super::active::ActiveConfig;
 use super::budget::BodyBudget;
 use crate::config::OnError;
 use crate::metrics::Metrics;
+use crate::spans::SpanSink;
 use crate::store::queue::Queue;
 use crate::store::Store;
 use arc_swap::ArcSwap;
@@ -26,4 +27,6 @@ pub struct Runtime {
     pub connector: TransportConnector,
     /// Wakes the queue worker when a delivery is accepted or retried.
     pub queue_wake: Notify,
+    /// Finished spans, for the exporter (dropped when tracing is off or the queue is full).
+    pub spans: SpanSink,
 }

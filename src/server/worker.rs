@@ -15,7 +15,9 @@ use crate::destination::{self, Message, Publisher};
 use crate::exchange::ExchangeError;
 use crate::metrics::status_class;
 use crate::schedule;
+use crate::spans::{self, Kind, OpenSpan, Value};
 use crate::store::queue::{unix_ms, AttemptResult, DueAttempt, Queue};
+use crate::trace;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::server::ShutdownWatch;
@@ -298,8 +300,17 @@ struct Attempt {
 }
 
 impl Attempt {
-    async fn run(self, a: DueAttempt) {
+    async fn run(self, mut a: DueAttempt) {
+        // A recorded trace gets a span per attempt, and the destination's traceparent names it.
+        let span = self.attempt_span(&a);
+        if let Some(s) = &span {
+            let onward = s.traceparent();
+            a.headers = bytes::Bytes::from(trace::restamped(&a.headers, &onward));
+        }
         let result = self.deliver(&a).await;
+        if let Some(s) = span {
+            self.finish_span(&s, &a, &result);
+        }
         // The app answered: its place there is free while the outcome is recorded. The store
         // holds the attempt (taken, not due) until its record commits.
         self.room.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -310,6 +321,46 @@ impl Attempt {
         }
         self.room.unrecorded.fetch_sub(1, Ordering::AcqRel);
         self.finished.notify_one();
+    }
+
+    /// The attempt's span, when tracing is on and the stored trace is recorded.
+    fn attempt_span(&self, a: &DueAttempt) -> Option<OpenSpan> {
+        let stored = trace::stored(&a.headers)?;
+        if !spans::sampled(self.active.policy.tracing.as_ref(), Some(&stored)) {
+            return None;
+        }
+        Some(OpenSpan::start(
+            &self.runtime.spans,
+            stored.trace_id,
+            stored.parent_id(),
+            SystemTime::now(),
+        ))
+    }
+
+    fn finish_span(&self, span: &OpenSpan, a: &DueAttempt, result: &AttemptResult) {
+        let kind = match self.active.destination(&self.route, &a.destination) {
+            Some(DestinationLink::Broker(_)) => Kind::Producer,
+            _ => Kind::Client,
+        };
+        let mut attributes: Vec<(&'static str, Value)> = vec![
+            ("hookgate.route", (&*self.route.name).into()),
+            ("hookgate.destination", a.destination.as_str().into()),
+            ("hookgate.delivery_id", a.id.to_string().into()),
+            ("hookgate.attempt", i64::from(a.attempt).into()),
+        ];
+        if let Some(status) = result.status {
+            attributes.push(("http.response.status_code", i64::from(status).into()));
+        }
+        if let Some(e) = &result.error {
+            attributes.push(("error.message", e.clone().into()));
+        }
+        span.finish(
+            "hookgate.attempt",
+            kind,
+            attributes,
+            Vec::new(),
+            result.error.clone(),
+        );
     }
 
     async fn deliver(&self, a: &DueAttempt) -> AttemptResult {

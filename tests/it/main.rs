@@ -26,3 +26,4 @@ mod queue;
 mod redis;
 mod replay;
 mod simulation;
+mod tracing;
