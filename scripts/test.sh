@@ -5,7 +5,7 @@
 # the Postgres store tests make a database each on the PostgreSQL on 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "test: starting redis-server on 127.0.0.1:6379"
