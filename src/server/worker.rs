@@ -325,8 +325,10 @@ impl Attempt {
 
     /// The attempt's span, when tracing is on and the stored trace is recorded.
     fn attempt_span(&self, a: &DueAttempt) -> Option<OpenSpan> {
+        // Without `tracing`, no attempt reads its stored headers for a trace.
+        let settings = self.active.policy.tracing.as_ref()?;
         let stored = trace::stored(&a.headers)?;
-        if !spans::sampled(self.active.policy.tracing.as_ref(), Some(&stored)) {
+        if !spans::sampled(Some(settings), Some(&stored)) {
             return None;
         }
         Some(OpenSpan::start(
