@@ -174,20 +174,11 @@ async fn without_a_breaker_a_down_app_gets_every_retry_and_deliveries_go_dead() 
 
 #[test]
 fn check_names_a_bad_breaker_by_field() {
-    let dir = tempfile::tempdir().unwrap();
     let app = "http://127.0.0.1:5000";
-    let text = format!(
+    let (code, err) = check_config(&format!(
         "listen: [{{ addr: \"127.0.0.1:18080\" }}]\nstore: {{ url: \"file:state.db\" }}\nroutes:\n  - name: q\n    path: /q\n    mode: queue\n    upstreams: [{{ name: app, url: \"{app}\" }}]\n    delivery:\n      breaker: {{ failures: 0, cooldown: 0s }}\n"
-    );
-    let file = dir.path().join("breaker.yaml");
-    std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    ));
+    assert_eq!(code, Some(1));
     for expected in [
         "routes[q].delivery.breaker.failures: must be at least 1",
         "routes[q].delivery.breaker.cooldown: must be more than 0",

@@ -535,7 +535,6 @@ async fn a_queued_delivery_is_one_redis_stream_entry_with_body_and_headers() {
 
 #[test]
 fn check_names_each_bad_broker_destination_by_field() {
-    let dir = tempfile::tempdir().unwrap();
     let text = r#"listen: [{ addr: "127.0.0.1:18080" }]
 store: { url: "file:state.db" }
 routes:
@@ -554,15 +553,8 @@ routes:
     path: /fwd
     upstream: "nats://127.0.0.1:4222"
 "#;
-    let file = dir.path().join("brokers.yaml");
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let (code, err) = check_config(text);
+    assert_eq!(code, Some(1));
     for expected in [
         "routes[q].upstreams[0].subject: a nats destination needs a subject",
         "routes[q].upstreams[1].exchange: an amqp destination needs an exchange",

@@ -872,6 +872,23 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `hookgate check` on a config written from `text`: its exit code and what it printed
+/// (stdout, then stderr).
+pub fn check_config(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookgate.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 /// Sends the gateway SIGHUP: reload its config.
 pub fn hup(gw: &Gateway) {
     std::process::Command::new("kill")

@@ -177,23 +177,10 @@ async fn hundreds_of_thousands_of_addresses_leave_memory_bounded() {
 
 #[test]
 fn check_names_a_bad_limit_by_field_and_shows_the_default_burst() {
-    let dir = tempfile::tempdir().unwrap();
     let check = |limit: &str| {
-        let text = format!(
+        check_config(&format!(
             "listen: [{{ addr: \"127.0.0.1:18080\" }}]\nroutes:\n  - name: r\n    path: /r\n    upstream: \"http://127.0.0.1:5000\"\n    limit: {limit}\n"
-        );
-        let file = dir.path().join("limit.yaml");
-        std::fs::write(&file, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-            .args(["check", "-c"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        ))
     };
     let (code, out) = check("{ rate: fast }");
     assert_eq!(code, Some(1), "{out}");

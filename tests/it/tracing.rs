@@ -246,17 +246,10 @@ async fn sample_zero_sends_nothing() {
 
 #[test]
 fn check_names_a_bad_tracing_block_by_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = "listen: [{ addr: \"127.0.0.1:18080\" }]\ntracing: { otlp: \"collector\", sample: 2 }\nroutes:\n  - name: r\n    path: /r\n    upstream: \"http://127.0.0.1:5000\"\n";
-    let file = dir.path().join("tracing.yaml");
-    std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(
+        "listen: [{ addr: \"127.0.0.1:18080\" }]\ntracing: { otlp: \"collector\", sample: 2 }\nroutes:\n  - name: r\n    path: /r\n    upstream: \"http://127.0.0.1:5000\"\n",
+    );
+    assert_eq!(code, Some(1));
     for expected in [
         "tracing.sample: 2 is not a share from 0 to 1",
         "tracing.otlp:",
