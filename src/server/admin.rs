@@ -59,7 +59,10 @@ impl ServeHttp for Admin {
                 }
             }
             "/ui" | "/ui/" => reply(200, "text/html; charset=utf-8", UI_PAGE.as_bytes().to_vec()),
-            p if p == "/api/deliveries" || p.starts_with("/api/deliveries/") => {
+            p if p == "/api/deliveries"
+                || p.starts_with("/api/deliveries/")
+                || p == "/api/destinations" =>
+            {
                 let method = req.method.clone();
                 let query = req.uri.query().map(str::to_string);
                 let auth = req
@@ -71,11 +74,10 @@ impl ServeHttp for Admin {
                 {
                     return reply(refused.status, refused.content_type, refused.body);
                 }
-                let answer =
-                    delivery_log::serve(rt.queue.as_deref(), &method, p, query.as_deref()).await;
+                let answer = delivery_log::serve(rt, &method, p, query.as_deref()).await;
                 reply(answer.status, answer.content_type, answer.body)
             }
-            _ => reply(404, "application/json", br#"{"error":{"code":"not_found","message":"Admin paths are /metrics, /healthz, /readyz, /api/deliveries and /ui/."}}"#.to_vec()),
+            _ => reply(404, "application/json", br#"{"error":{"code":"not_found","message":"Admin paths are /metrics, /healthz, /readyz, /api/deliveries, /api/destinations and /ui/."}}"#.to_vec()),
         }
     }
 }

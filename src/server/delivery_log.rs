@@ -1,6 +1,8 @@
 //! The delivery log API on the admin listener (PRODUCT.md §10): list, show, body and retry of
 //! queued deliveries, behind the admin token.
 
+use super::destination_state;
+use super::runtime::Runtime;
 use crate::store::queue::{unix_ms, DeliveryId, DeliveryState, ListFilter, Queue};
 use http::Method;
 use std::time::SystemTime;
@@ -62,19 +64,24 @@ pub fn authorize(
 }
 
 /// Serves one `/api/...` request (already authorized).
-pub async fn serve(
-    queue: Option<&dyn Queue>,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-) -> ApiAnswer {
-    let Some(queue) = queue else {
+pub async fn serve(rt: &Runtime, method: &Method, path: &str, query: Option<&str>) -> ApiAnswer {
+    let Some(queue) = rt.queue.as_deref() else {
         return error(
             404,
             "queue_not_enabled",
             "No queue: the delivery log needs a file: or postgres: store.",
         );
     };
+    if path == "/api/destinations" {
+        return served(match *method {
+            Method::GET => destination_state::list(rt).await.map(|v| json(200, &v)),
+            _ => Ok(error(
+                405,
+                "method_not_allowed",
+                "Destinations are read with GET.",
+            )),
+        });
+    }
     let params = Params::parse(query);
     let rest = path.trim_start_matches("/api/deliveries");
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -82,7 +89,7 @@ pub async fn serve(
         (&Method::GET, []) => list(queue, &params).await,
         (&Method::POST, ["retry"]) => retry_route(queue, &params).await,
         (&Method::POST, ["replay"]) => replay(queue, &params).await,
-        (&Method::GET, [id]) => show(queue, id).await,
+        (&Method::GET, [id]) => show(rt, queue, id).await,
         (&Method::GET, [id, "body"]) => body(queue, id).await,
         (&Method::POST, [id, "retry"]) => retry_one(queue, id, &params).await,
         (_, [] | ["retry"] | ["replay"] | [_] | [_, "body"] | [_, "retry"]) => Ok(error(
@@ -92,6 +99,10 @@ pub async fn serve(
         )),
         _ => Ok(error(404, "not_found", "No such API path.")),
     };
+    served(result)
+}
+
+fn served(result: Served) -> ApiAnswer {
     result.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "delivery log request failed");
         error(
@@ -155,14 +166,22 @@ fn not_found() -> ApiAnswer {
     error(404, "delivery_not_found", "No delivery has this id.")
 }
 
-async fn show(queue: &dyn Queue, id: &str) -> Served {
+/// A delivery, each destination with its breaker (`null` without one).
+async fn show(rt: &Runtime, queue: &dyn Queue, id: &str) -> Served {
     let Ok(id) = id.parse() else {
         return Ok(not_found());
     };
-    Ok(match queue.get(id).await? {
-        Some(d) => json(200, &serde_json::json!(d)),
-        None => not_found(),
-    })
+    let Some(d) = queue.get(id).await? else {
+        return Ok(not_found());
+    };
+    let mut shown = serde_json::json!(d);
+    if let Some(destinations) = shown["destinations"].as_array_mut() {
+        for dest in destinations {
+            let name = dest["name"].as_str().unwrap_or_default().to_string();
+            dest["breaker"] = destination_state::breaker(rt, &d.summary.route, &name).await?;
+        }
+    }
+    Ok(json(200, &shown))
 }
 
 async fn body(queue: &dyn Queue, id: &str) -> Served {

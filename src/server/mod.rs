@@ -15,6 +15,7 @@ mod certificate;
 pub(crate) mod connections;
 mod delivery;
 mod delivery_log;
+mod destination_state;
 mod enqueue;
 pub mod forward;
 mod gateway;
@@ -40,6 +41,7 @@ use crate::store::queue::Queue;
 use crate::store::{memory::MemoryStore, redis::RedisStore, Store, StoreError};
 use active::ActiveConfig;
 use arc_swap::ArcSwap;
+use breaker::Breakers;
 use certificate::Certificate;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::connectors::TransportConnector;
@@ -143,6 +145,7 @@ pub fn run(config: Config, upgrade: bool) -> Result<(), RunError> {
         store,
         queue: queue.clone(),
         on_error: config.store.on_error,
+        breakers: Breakers::new(queue.clone(), metrics.clone()),
         metrics,
         budget: budget::BodyBudget::new(config.max_inflight_body),
         connector: TransportConnector::new(None),

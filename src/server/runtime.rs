@@ -2,6 +2,7 @@
 //! stores, metrics, the body budget and the connector that opens new upstream connections.
 
 use super::active::ActiveConfig;
+use super::breaker::Breakers;
 use super::budget::BodyBudget;
 use crate::config::OnError;
 use crate::metrics::Metrics;
@@ -29,4 +30,6 @@ pub struct Runtime {
     pub queue_wake: Notify,
     /// Finished spans, for the exporter (dropped when tracing is off or the queue is full).
     pub spans: SpanSink,
+    /// Queue destinations' breakers, for the worker and the delivery log.
+    pub breakers: Breakers,
 }

@@ -7,7 +7,7 @@
 //! or retried, or when an attempt finishes and frees room.
 
 use super::active::{ActiveConfig, DestinationLink};
-use super::breaker::{Breaker, Gate};
+use super::breaker::Breaker;
 use super::forward::{self, UpstreamLink};
 use super::runtime::Runtime;
 use crate::config::{DeliveryPolicy, Mode, Route};
@@ -16,6 +16,7 @@ use crate::exchange::ExchangeError;
 use crate::metrics::status_class;
 use crate::schedule;
 use crate::spans::{self, Kind, OpenSpan, Value};
+use crate::store::breaker::Gate;
 use crate::store::queue::{unix_ms, AttemptResult, DueAttempt, Queue};
 use crate::trace;
 use async_trait::async_trait;
@@ -56,11 +57,11 @@ struct Room {
     in_flight: AtomicUsize,
     unrecorded: AtomicUsize,
     tokens: Mutex<Option<(f64, Instant)>>,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
 }
 
 impl Room {
-    fn new(breaker: Breaker) -> Self {
+    fn new(breaker: Arc<Breaker>) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
             unrecorded: AtomicUsize::new(0),
@@ -140,12 +141,9 @@ impl BackgroundService for Worker {
                         rooms
                             .entry(format!("{}/{}", route.name, dest.name))
                             .or_insert_with(|| {
-                                let gauge = self
-                                    .runtime
-                                    .metrics
-                                    .destination_open
-                                    .with_label_values(&[&*route.name, &*dest.name]);
-                                Arc::new(Room::new(Breaker::new(gauge)))
+                                Arc::new(Room::new(
+                                    self.runtime.breakers.get(&route.name, &dest.name),
+                                ))
                             })
                             .clone()
                     };
@@ -160,7 +158,11 @@ impl BackgroundService for Worker {
                     }
                     // An open breaker starts nothing until its cooldown ends, then one probe;
                     // the probe's end (an attempt finishing) wakes the loop.
-                    let probe = match room.breaker.gate(q.policy.breaker.as_ref(), Instant::now()) {
+                    let gate = match q.policy.breaker {
+                        Some(_) => room.breaker.gate(q.policy.lease()).await,
+                        None => Gate::Open,
+                    };
+                    let probe = match gate {
                         Gate::Open => false,
                         Gate::Probe => true,
                         Gate::Held(wait) => {
@@ -182,7 +184,7 @@ impl BackgroundService for Worker {
                         )
                         .await;
                     if probe && !taken.as_ref().is_ok_and(|due| !due.is_empty()) {
-                        room.breaker.no_probe();
+                        room.breaker.no_probe().await;
                     }
                     match taken {
                         Ok(due) => {
@@ -389,7 +391,9 @@ impl Attempt {
         };
         match exchanged {
             Ok(answer) if answer.delivered() => {
-                self.room.breaker.succeeded();
+                if q.policy.breaker.is_some() {
+                    self.room.breaker.succeeded().await;
+                }
                 labels(answer.status.map_or("ack", status_class));
                 rt.metrics
                     .deliveries
@@ -423,12 +427,13 @@ impl Attempt {
                     format!("the app answered {status}"),
                 );
                 self.schedule(failed, &q.policy, a, answer.retry_after)
+                    .await
             }
             Err(e) => {
                 labels(e.result());
                 tracing::debug!(route = %route.name, destination = %a.destination, delivery_id = %a.id, error = %e, "queue attempt failed");
                 let failed = self.failed(a, started, t, None, e.to_string());
-                self.schedule(failed, &q.policy, a, None)
+                self.schedule(failed, &q.policy, a, None).await
             }
         }
     }
@@ -486,21 +491,19 @@ impl Attempt {
 
     /// When a failed attempt is tried again: at the end of the cooldown, uncounted, while the
     /// destination's breaker is open; else by the delivery's own schedule.
-    fn schedule(
+    async fn schedule(
         &self,
         mut failed: AttemptResult,
         policy: &DeliveryPolicy,
         a: &DueAttempt,
         retry_after: Option<Duration>,
     ) -> AttemptResult {
-        let now = Instant::now();
-        match self
-            .room
-            .breaker
-            .failed(policy.breaker.as_ref(), self.probe, now)
-        {
-            Some(until) => {
-                let at = SystemTime::now() + until.saturating_duration_since(now);
+        let held_until = match &policy.breaker {
+            Some(breaker) => self.room.breaker.failed(breaker, self.probe).await,
+            None => None,
+        };
+        match held_until {
+            Some(at) => {
                 failed.next = Some(Some(unix_ms(at)));
                 failed.counts = false;
                 failed

@@ -5,6 +5,7 @@
 //! gateway's token, and a long-lived "delivered" marker. Only the claim's owner may complete or
 //! release it, so a gateway whose lease ran out can never undo another gateway's claim.
 
+pub mod breaker;
 pub mod file;
 pub mod memory;
 pub mod postgres;

@@ -5,11 +5,13 @@
 //! headers and one due attempt per destination); the worker takes due attempts under a lease
 //! (a crashed attempt is due again when the lease runs out) and records each outcome.
 
+use super::breaker::BreakerState;
 use super::StoreError;
 use crate::pipeline::DeliveryKey;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch: what the store keeps times as.
@@ -237,6 +239,15 @@ pub trait Queue: Send + Sync {
     /// Pending and dead counts per destination, for the gauges. A destination with nothing
     /// pending or dead may be left out; the gauges then read zero.
     async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
+    /// The breaker of `destination`, kept where every process sharing the store sees it;
+    /// `None` for a store only one process uses (the process keeps it).
+    fn shared_breaker(
+        self: Arc<Self>,
+        _route: &str,
+        _destination: &str,
+    ) -> Option<Arc<dyn BreakerState>> {
+        None
+    }
     /// Resolves when another process sharing the store accepted or retried a delivery (the
     /// worker wakes on it); never, for a store only one process uses.
     async fn changed(&self) {

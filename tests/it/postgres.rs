@@ -46,7 +46,7 @@ async fn three_replicas_share_one_queue_and_deliver_each_delivery_once() {
     // Each migration applied once, though three replicas started on it.
     assert_eq!(
         db.query("SELECT count(*) FROM hookgate_schema_migrations"),
-        "2"
+        "3"
     );
 
     let mut accepted = Vec::new();
@@ -292,7 +292,7 @@ async fn a_gateway_started_before_postgres_serves_once_it_answers() {
     // Migrated on the empty database by the gateway that waited for it; a restart finds it done.
     assert_eq!(
         db.query("SELECT max(version) FROM hookgate_schema_migrations"),
-        "2"
+        "3"
     );
     assert_eq!(
         queue(&gw, &delivery("job.failed", "late0")).await.1,

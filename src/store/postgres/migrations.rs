@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("0001_init.sql")),
     (2, include_str!("0002_order_key.sql")),
+    (3, include_str!("0003_breakers.sql")),
 ];
 
 /// Arbitrary, fixed: the key of the advisory lock replicas take while migrating.

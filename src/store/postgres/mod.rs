@@ -19,6 +19,7 @@
 //! versions, `tls` the `sslmode` handling.
 
 mod accept;
+mod breaker;
 mod claims;
 mod group;
 mod listen;

@@ -2,9 +2,11 @@
 //! purge, gauges, and retries by hand.
 
 use super::accept::Acceptance;
+use super::breaker::PostgresBreaker;
 use super::record::Record;
 use super::{log, ms, PostgresStore};
 use crate::pipeline::DeliveryKey;
+use crate::store::breaker::BreakerState;
 use crate::store::queue::{
     unix_ms, AttemptResult, DeliveryDetail, DeliveryId, DeliverySummary, DestinationStats,
     DueAttempt, Enqueued, ListFilter, NewDelivery, Queue,
@@ -13,10 +15,19 @@ use crate::store::StoreError;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 #[async_trait]
 impl Queue for PostgresStore {
+    fn shared_breaker(
+        self: Arc<Self>,
+        route: &str,
+        destination: &str,
+    ) -> Option<Arc<dyn BreakerState>> {
+        Some(Arc::new(PostgresBreaker::new(self, route, destination)))
+    }
+
     async fn enqueue(&self, new: NewDelivery) -> Result<Enqueued, StoreError> {
         if self.open_count(&new.route).await? >= ms(new.max_queued) {
             return Ok(Enqueued::Full);
