@@ -79,11 +79,14 @@ fn now() -> u64 {
     unix_ms(SystemTime::now())
 }
 
+/// A destination's name within its route's.
+type DestinationKey = (Arc<str>, Arc<str>);
+
 /// Every destination's breaker in this process, by route and destination.
 pub struct Breakers {
     queue: Option<Arc<dyn Queue>>,
     metrics: Arc<Metrics>,
-    made: Mutex<HashMap<(Arc<str>, Arc<str>), Arc<Breaker>>>,
+    made: Mutex<HashMap<DestinationKey, Arc<Breaker>>>,
 }
 
 impl Breakers {
