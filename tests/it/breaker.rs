@@ -38,13 +38,18 @@ routes:
 
 /// Queues `n` deliveries, eight senders at a time.
 async fn queue_many(gw: &Gateway, n: usize) {
+    queue_many_named(gw, "b", n).await;
+}
+
+/// Queues `n` deliveries whose job ids start with `prefix`, eight senders at a time.
+async fn queue_many_named(gw: &Gateway, prefix: &str, n: usize) {
     let url = gw.http_url("/webhooks/q");
     let mut tasks = Vec::new();
     for t in 0..8 {
-        let url = url.clone();
+        let (url, prefix) = (url.clone(), prefix.to_string());
         tasks.push(tokio::spawn(async move {
             for i in (t..n).step_by(8) {
-                let body = delivery("job.completed", &format!("b{i}"));
+                let body = delivery("job.completed", &format!("{prefix}{i}"));
                 let (status, code, _) = answer(post_signed(&url, &body).await).await;
                 assert_eq!((status, code.as_str()), (200, "queued"));
             }
@@ -146,6 +151,128 @@ async fn held_by_a_breaker(store: &str) {
         .await,
         0.0
     );
+}
+
+#[tokio::test]
+async fn replicas_on_postgres_share_a_breaker_and_one_probe_per_cooldown_speaks_for_all() {
+    const COOLDOWN: Duration = Duration::from_millis(250);
+    const FAILURES: usize = 3;
+    let db = TestDatabase::create();
+    let app = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let cfg = route(
+        &app,
+        &format!(
+            "      breaker: {{ failures: {FAILURES}, cooldown: {}ms }}\n",
+            COOLDOWN.as_millis()
+        ),
+        &db.url(),
+    );
+    let (a, b) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let down_since = Instant::now();
+    tokio::join!(
+        queue_many_named(&a, "a", 100),
+        queue_many_named(&b, "b", 100)
+    );
+    for gw in [&a, &b] {
+        eventually_metric(
+            gw,
+            "hookgate_destination_open",
+            &[("route", "q"), ("destination", "app")],
+            1.0,
+        )
+        .await;
+    }
+
+    // While held, both replicas' delivery logs say so.
+    let held = |gw: &Gateway| {
+        let url = gw.admin_url("/api/destinations");
+        async move {
+            let list: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            let d = &list["destinations"][0];
+            assert_eq!(
+                (d["route"].as_str(), d["name"].as_str()),
+                (Some("q"), Some("app"))
+            );
+            assert_eq!(d["dead"], 0);
+            d["breaker"].clone()
+        }
+    };
+    for gw in [&a, &b] {
+        let breaker = held(gw).await;
+        let state = breaker["state"].as_str().unwrap_or_default();
+        assert!(
+            state == "open" || state == "probing",
+            "held while the app is down: {breaker}"
+        );
+        if state == "open" {
+            let until = breaker["until"].as_str().unwrap();
+            humantime::parse_rfc3339(until).expect("until is RFC 3339");
+        }
+    }
+    let list: serde_json::Value = reqwest::get(a.admin_url("/api/deliveries?limit=1"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["deliveries"][0]["id"].as_str().unwrap().to_string();
+    let detail: serde_json::Value = reqwest::get(b.admin_url(&format!("/api/deliveries/{id}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let state = detail["destinations"][0]["breaker"]["state"].clone();
+    assert!(
+        state == "open" || state == "probing",
+        "a held delivery's detail shows its destination's breaker: {detail}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let down_for = down_since.elapsed();
+    let while_down = app.count();
+    // The attempts that opened it, those running on both replicas then, and one probe per
+    // cooldown between them: a breaker per replica would probe twice as often.
+    let probes = (down_for.as_millis() / COOLDOWN.as_millis()) as usize + 1;
+    let most = FAILURES + 2 * MAX_IN_FLIGHT + probes;
+    assert!(
+        while_down <= most,
+        "the app got {while_down} attempts in {down_for:?} while down (at most {most})"
+    );
+
+    app.always(200, Duration::ZERO);
+    let delivered = || async {
+        let mut n = 0.0;
+        for gw in [&a, &b] {
+            n += gw
+                .metric(
+                    "hookgate_deliveries_total",
+                    &[("destination", "app"), ("outcome", "delivered")],
+                )
+                .await;
+        }
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered().await < 200.0 {
+        assert!(Instant::now() < deadline, "the backlog was not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: HashSet<String> = app.received()[while_down..]
+        .iter()
+        .filter_map(|r| r.header("Hookgate-Delivery-Id").map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 200, "every delivery arrived once it was back");
+    for gw in [&a, &b] {
+        assert_eq!(
+            held(gw).await,
+            serde_json::json!({ "state": "closed", "failures": 0 }),
+            "one replica's successful probe closed it for both"
+        );
+    }
 }
 
 #[tokio::test]
