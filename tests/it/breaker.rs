@@ -275,6 +275,48 @@ async fn replicas_on_postgres_share_a_breaker_and_one_probe_per_cooldown_speaks_
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_names_a_held_destination_in_a_real_browser() {
+    let app = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    let gw = Gateway::start(&route(
+        &app,
+        "      breaker: { failures: 2, cooldown: 1h }\n",
+        "file:state.db",
+    ))
+    .await;
+    queue_many(&gw, 8).await;
+    eventually_metric(
+        &gw,
+        "hookgate_destination_open",
+        &[("route", "q"), ("destination", "app")],
+        1.0,
+    )
+    .await;
+    // Off the test's runtime: the stand-in app must keep answering while the browser runs.
+    let admin = gw.admin_url("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/ui/held_destination.py"
+            ))
+            .args([admin.as_str(), "q", "app"])
+            .output()
+            .expect(
+                "python3 with selenium, and Debian's chromium + chromium-driver (scripts/setup.sh)",
+            )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn without_a_breaker_a_down_app_gets_every_retry_and_deliveries_go_dead() {
     let app = Upstream::start().await;
