@@ -183,3 +183,88 @@ async fn replay_resends_delivered_deliveries_and_backfills_an_added_destination_
     let db = TestDatabase::create();
     replay_scenario(&db.url()).await;
 }
+
+/// The gateway's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// The deliveries of a big window are requeued a page at a time: the call's memory does not grow
+/// with the window. The deliveries are accepted with a destination whose condition selects none
+/// of them, so that they are stored and finished without sending, and the replay names it: each
+/// of the 100,000 gets it added and due.
+#[tokio::test(flavor = "multi_thread")]
+async fn replaying_a_window_of_100000_deliveries_does_not_grow_the_gateways_memory() {
+    const DELIVERIES: usize = 100_000;
+    let app = Upstream::start().await;
+    // The app holds each attempt, so what the replay requeues stays pending while it is measured.
+    app.always(200, std::time::Duration::from_secs(60));
+    let cfg = config("file:state.db", &[("app", app.url())])
+        .replace("        url:", "        when: \"false\"\n        url:")
+        .replace(
+            "      jitter: 0%\n",
+            "      jitter: 0%\n      max_in_flight: 1\n",
+        );
+    let gw = Gateway::start(&cfg).await;
+    gw.wait_ready().await;
+    let started = std::time::Instant::now();
+    let url = gw.http_url("/webhooks/q");
+    let mut senders = Vec::new();
+    for t in 0..16 {
+        let url = url.clone();
+        senders.push(tokio::spawn(async move {
+            let client = client();
+            for i in (t..DELIVERIES).step_by(16) {
+                let body = delivery("job.completed", &format!("w{i}"));
+                let resp = client
+                    .post(&url)
+                    .header("X-ImgGo-Signature", imggo_signature(&body))
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    eprintln!("accepted {DELIVERIES} in {:?}", started.elapsed());
+    assert_eq!(app.count(), 0, "the condition sent none");
+
+    // Settled: what accepting them grew is in the baseline, not the replay's growth.
+    let before = rss_kib(gw.pid());
+    let (status, json) = admin_post(
+        &gw,
+        "/api/deliveries/replay?route=q&since=1h&destination=app",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, json["requeued"].as_u64()),
+        (202, Some(DELIVERIES as u64))
+    );
+    let after = rss_kib(gw.pid());
+    eprintln!("RSS {before} KiB before the replay, {after} KiB after");
+    assert!(
+        after <= before + 8 * 1024,
+        "replaying {DELIVERIES} deliveries grew the gateway from {before} KiB to {after} KiB"
+    );
+    let pending = gw
+        .metric(
+            "hookgate_queue_deliveries",
+            &[("destination", "app"), ("state", "pending")],
+        )
+        .await;
+    assert!(
+        pending >= (DELIVERIES - 1) as f64,
+        "{pending} pending after the replay"
+    );
+}
