@@ -16,6 +16,87 @@ use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable};
 use std::time::{Duration, Instant, SystemTime};
 
+impl FileStore {
+    /// The due attempts of one destination, held as in progress here: one process serves the
+    /// file, so which attempts are in progress is remembered in memory, and after a crash they
+    /// are due again when the file reopens.
+    fn take_from_file(
+        &self,
+        route: &str,
+        destination: &str,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<DueAttempt>, StoreError> {
+        let key = dest_key(route, destination);
+        let read = self.database()?.begin_read().map_err(err)?;
+        let due = read.open_table(DUE).map_err(err)?;
+        let deliveries = read.open_table(DELIVERIES).map_err(err)?;
+        let payloads = read.open_table(PAYLOADS).map_err(err)?;
+        let ordered = read.open_table(ORDERED).map_err(err)?;
+        let mut taken = Vec::new();
+        let now = Instant::now();
+        let held_until = now + lease;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let held = in_flight.entry(destination.to_string()).or_default();
+        // Holds whose lease ran out (their outcome was never recorded) are due again: forget them,
+        // so the map stays as small as the attempts actually in progress.
+        held.retain(|_, until| *until > now);
+        for row in due
+            .range((key.as_str(), 0, 0)..=(key.as_str(), now_ms, u64::MAX))
+            .map_err(err)?
+        {
+            if taken.len() == limit {
+                break;
+            }
+            let id = row.map_err(err)?.0.value().2;
+            if held.contains_key(&id) {
+                continue;
+            }
+            let Some(d) = stored_delivery(&deliveries, id)? else {
+                continue;
+            };
+            let Some(dest) = d.destinations.iter().find(|x| x.name == destination) else {
+                continue;
+            };
+            // An ordered delivery waits while an earlier one of its key is pending here (being
+            // attempted, or waiting for its next attempt).
+            if let Some(order_key) = &d.order_key {
+                let earlier = ordered
+                    .range(
+                        (key.as_str(), order_key.as_str(), 0)
+                            ..(key.as_str(), order_key.as_str(), id),
+                    )
+                    .map_err(err)?
+                    .next()
+                    .is_some();
+                if earlier {
+                    continue;
+                }
+            }
+            let payload = payloads
+                .get(id)
+                .map_err(err)?
+                .map(|v| Bytes::copy_from_slice(v.value()))
+                .unwrap_or_default();
+            let head_len = d.head_len.min(payload.len());
+            held.insert(id, held_until);
+            taken.push(DueAttempt {
+                id: DeliveryId(id),
+                destination: destination.to_string(),
+                attempt: dest.attempts + 1,
+                scheduled: dest.scheduled + 1,
+                target: d.target.clone(),
+                headers: payload.slice(..head_len),
+                body: payload.slice(head_len..),
+                received_ms: d.received_ms,
+                event: d.event.clone(),
+            });
+        }
+        Ok(taken)
+    }
+}
+
 #[async_trait]
 impl Queue for FileStore {
     async fn enqueue(&self, new: NewDelivery) -> Result<Enqueued, StoreError> {
@@ -91,74 +172,62 @@ impl Queue for FileStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<DueAttempt>, StoreError> {
-        // Taking writes nothing: one process serves the file, so attempts in progress are
-        // remembered here. After a crash they are simply due again when the file reopens.
-        let key = dest_key(route, destination);
-        let read = self.database()?.begin_read().map_err(err)?;
-        let due = read.open_table(DUE).map_err(err)?;
-        let deliveries = read.open_table(DELIVERIES).map_err(err)?;
-        let payloads = read.open_table(PAYLOADS).map_err(err)?;
-        let ordered = read.open_table(ORDERED).map_err(err)?;
-        let mut taken = Vec::new();
-        let now = Instant::now();
-        let held_until = now + lease;
+        let mut taken = self.take_from_file(route, destination, now_ms, limit, lease)?;
+        if taken.is_empty() {
+            return Ok(taken);
+        }
+        // `Hookgate-Attempt` is the number of attempts started (PRODUCT.md §9): each is counted,
+        // synced, before it is sent, so the attempt after a crash is numbered after it.
+        let started: Vec<(u64, String)> = taken
+            .iter()
+            .map(|a| (a.id.0, a.destination.clone()))
+            .collect();
+        let counted = self
+            .write(true, move |t, _| {
+                let mut numbers = Vec::with_capacity(started.len());
+                for (id, destination) in started {
+                    let Some(mut d) = t.delivery(id)? else {
+                        numbers.push(None);
+                        continue;
+                    };
+                    let Some(dest) = d.destinations.iter_mut().find(|x| x.name == destination)
+                    else {
+                        numbers.push(None);
+                        continue;
+                    };
+                    dest.attempts += 1;
+                    numbers.push(Some(dest.attempts));
+                    t.put_delivery(id, &d)?;
+                }
+                Ok(numbers)
+            })
+            .await;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let held = in_flight.entry(destination.to_string()).or_default();
-        // Holds whose lease ran out (their outcome was never recorded) are due again: forget them,
-        // so the map stays as small as the attempts actually in progress.
-        held.retain(|_, until| *until > now);
-        for row in due
-            .range((key.as_str(), 0, 0)..=(key.as_str(), now_ms, u64::MAX))
-            .map_err(err)?
-        {
-            if taken.len() == limit {
-                break;
-            }
-            let id = row.map_err(err)?.0.value().2;
-            if held.contains_key(&id) {
-                continue;
-            }
-            let Some(d) = stored_delivery(&deliveries, id)? else {
-                continue;
-            };
-            let Some(dest) = d.destinations.iter().find(|x| x.name == destination) else {
-                continue;
-            };
-            // An ordered delivery waits while an earlier one of its key is pending here (being
-            // attempted, or waiting for its next attempt).
-            if let Some(order_key) = &d.order_key {
-                let earlier = ordered
-                    .range(
-                        (key.as_str(), order_key.as_str(), 0)
-                            ..(key.as_str(), order_key.as_str(), id),
-                    )
-                    .map_err(err)?
-                    .next()
-                    .is_some();
-                if earlier {
-                    continue;
+        match counted {
+            Ok(numbers) => {
+                let mut kept = Vec::with_capacity(taken.len());
+                for (mut a, n) in taken.drain(..).zip(numbers) {
+                    match n {
+                        Some(n) => {
+                            a.attempt = n;
+                            kept.push(a);
+                        }
+                        // Purged or changed between the read and the count: not attempted.
+                        None => {
+                            held.remove(&a.id.0);
+                        }
+                    }
                 }
+                Ok(kept)
             }
-            let payload = payloads
-                .get(id)
-                .map_err(err)?
-                .map(|v| Bytes::copy_from_slice(v.value()))
-                .unwrap_or_default();
-            let head_len = d.head_len.min(payload.len());
-            held.insert(id, held_until);
-            taken.push(DueAttempt {
-                id: DeliveryId(id),
-                destination: destination.to_string(),
-                attempt: dest.attempts + 1,
-                scheduled: dest.scheduled + 1,
-                target: d.target.clone(),
-                headers: payload.slice(..head_len),
-                body: payload.slice(head_len..),
-                received_ms: d.received_ms,
-                event: d.event.clone(),
-            });
+            Err(e) => {
+                for a in &taken {
+                    held.remove(&a.id.0);
+                }
+                Err(e)
+            }
         }
-        Ok(taken)
     }
 
     async fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError> {
@@ -214,11 +283,10 @@ impl Queue for FileStore {
                 dest.last_status = r.status;
                 dest.last_error = r.error.clone();
                 // A retry by hand (or a newer attempt) superseded this one: keep its record only.
-                if dest.state != DestinationState::Pending || dest.attempts + 1 != r.attempt {
+                if dest.state != DestinationState::Pending || dest.attempts != r.attempt {
                     t.put_delivery(id, &d)?;
                     return Ok(());
                 }
-                dest.attempts = r.attempt;
                 if r.counts {
                     dest.scheduled += 1;
                 }
