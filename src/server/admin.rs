@@ -3,6 +3,7 @@
 
 use super::delivery_log;
 use super::runtime::Runtime;
+use super::ui_page;
 use crate::config::OnError;
 use crate::store::queue::{unix_ms, DestinationStats};
 use async_trait::async_trait;
@@ -12,9 +13,6 @@ use pingora_core::protocols::http::ServerSession;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-
-/// The delivery log page: one file, no asset from outside the binary.
-const UI_PAGE: &str = include_str!("ui.html");
 
 pub struct Admin {
     pub runtime: Arc<Runtime>,
@@ -26,13 +24,18 @@ pub struct Admin {
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    answer(status, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn answer(status: u16, content_type: &str) -> http::response::Builder {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
         .header(http::header::CACHE_CONTROL, "no-store")
-        .body(body)
-        .unwrap_or_default()
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
 }
 
 #[async_trait]
@@ -58,7 +61,14 @@ impl ServeHttp for Admin {
                     reply(503, "application/json", br#"{"status":"store_unavailable"}"#.to_vec())
                 }
             }
-            "/ui" | "/ui/" => reply(200, "text/html; charset=utf-8", UI_PAGE.as_bytes().to_vec()),
+            "/ui" | "/ui/" => answer(200, "text/html; charset=utf-8")
+                .header(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    &*ui_page::CONTENT_SECURITY_POLICY,
+                )
+                .header(http::header::CONTENT_LENGTH, ui_page::PAGE.len())
+                .body(ui_page::PAGE.as_bytes().to_vec())
+                .unwrap_or_default(),
             p if p == "/api/deliveries"
                 || p.starts_with("/api/deliveries/")
                 || p == "/api/destinations" =>

@@ -3,6 +3,7 @@
 
 use super::destination_state;
 use super::runtime::Runtime;
+use crate::config::Mode;
 use crate::store::queue::{unix_ms, DeliveryId, DeliveryState, ListFilter, Queue};
 use http::Method;
 use std::time::SystemTime;
@@ -87,8 +88,8 @@ pub async fn serve(rt: &Runtime, method: &Method, path: &str, query: Option<&str
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let result = match (method, segments.as_slice()) {
         (&Method::GET, []) => list(queue, &params).await,
-        (&Method::POST, ["retry"]) => retry_route(queue, &params).await,
-        (&Method::POST, ["replay"]) => replay(queue, &params).await,
+        (&Method::POST, ["retry"]) => retry_route(rt, queue, &params).await,
+        (&Method::POST, ["replay"]) => replay(rt, queue, &params).await,
         (&Method::GET, [id]) => show(rt, queue, id).await,
         (&Method::GET, [id, "body"]) => body(queue, id).await,
         (&Method::POST, [id, "retry"]) => retry_one(queue, id, &params).await,
@@ -211,7 +212,38 @@ async fn retry_one(queue: &dyn Queue, id: &str, params: &Params) -> Served {
     )
 }
 
-async fn retry_route(queue: &dyn Queue, params: &Params) -> Served {
+/// Why a bulk call cannot act on `route` (and `destination`) of the running config: a route
+/// that is not a queue route has no worker, and a destination it lacks would be pending forever.
+fn unknown_target(rt: &Runtime, route: &str, destination: Option<&str>) -> Option<ApiAnswer> {
+    let active = rt.active.load();
+    let queued = active
+        .policy
+        .route_order
+        .iter()
+        .find(|r| &*r.name == route)
+        .and_then(|r| match &r.mode {
+            Mode::Queue(q) => Some(q),
+            _ => None,
+        });
+    let Some(q) = queued else {
+        return Some(error(
+            404,
+            "route_not_found",
+            "No queue route of the running config has this name.",
+        ));
+    };
+    let known = |name: &str| q.destinations.iter().any(|d| &*d.name == name);
+    match destination {
+        Some(name) if !known(name) => Some(error(
+            404,
+            "destination_not_found",
+            "The route has no destination of this name in the running config.",
+        )),
+        _ => None,
+    }
+}
+
+async fn retry_route(rt: &Runtime, queue: &dyn Queue, params: &Params) -> Served {
     let (Some(route), Some("dead")) = (params.get("route"), params.get("state")) else {
         return Ok(error(
             400,
@@ -219,6 +251,9 @@ async fn retry_route(queue: &dyn Queue, params: &Params) -> Served {
             "Bulk retry needs route=<name>&state=dead.",
         ));
     };
+    if let Some(refused) = unknown_target(rt, route, None) {
+        return Ok(refused);
+    }
     let n = queue.retry_dead(route, unix_ms(SystemTime::now())).await?;
     Ok(json(202, &serde_json::json!({ "requeued": n })))
 }
@@ -229,7 +264,7 @@ const REPLAY_PAGE: usize = 500;
 
 /// `POST /api/deliveries/replay?route=R&since=&until=&destination=D`: every delivery of the route
 /// received in the window is attempted again (PRODUCT.md §10).
-async fn replay(queue: &dyn Queue, params: &Params) -> Served {
+async fn replay(rt: &Runtime, queue: &dyn Queue, params: &Params) -> Served {
     let now = SystemTime::now();
     let Some(route) = params.get("route") else {
         return Ok(error(400, "invalid_query", "Replay needs route=<name>."));
@@ -243,9 +278,12 @@ async fn replay(queue: &dyn Queue, params: &Params) -> Served {
             "Replay needs since=, and takes until=: RFC 3339 times (2026-01-02T03:04:05Z) or durations before now (2h).",
         ));
     };
+    let destination = params.get("destination");
+    if let Some(refused) = unknown_target(rt, route, destination) {
+        return Ok(refused);
+    }
     let end = DeliveryId::at(unix_ms(until).saturating_add(1));
     let mut start = DeliveryId::at(unix_ms(since));
-    let destination = params.get("destination");
     let mut requeued = 0;
     while start < end {
         let (n, next) = queue

@@ -27,6 +27,7 @@ mod runtime;
 mod span_export;
 mod sweeper;
 mod tls;
+mod ui_page;
 mod worker;
 
 pub use gateway::GatewayApp;
