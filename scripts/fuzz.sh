@@ -17,7 +17,15 @@ cargo fuzz build "${build[@]}"
 log=$(mktemp)
 for target in $(cargo fuzz list); do
   echo "fuzz: $target for ${seconds}s"
-  if ! cargo fuzz run "${build[@]}" "$target" -- -max_total_time="$seconds" > "$log" 2>&1; then
+  # A target with seeds (fuzz/seeds/TARGET, read only) and a dictionary starts from them; what
+  # the fuzzer finds goes to fuzz/corpus/TARGET (not in git).
+  dirs=(); options=()
+  if [ -d "fuzz/seeds/$target" ]; then
+    mkdir -p "fuzz/corpus/$target"
+    dirs=("fuzz/corpus/$target" "fuzz/seeds/$target")
+  fi
+  [ -f "fuzz/seeds/$target.dict" ] && options=(-dict="fuzz/seeds/$target.dict")
+  if ! cargo fuzz run "${build[@]}" "$target" "${dirs[@]}" -- -max_total_time="$seconds" "${options[@]}" > "$log" 2>&1; then
     tail -40 "$log" >&2
     echo "fuzz: $target failed; reproducer (if any) in fuzz/artifacts/$target" >&2
     exit 1
