@@ -217,6 +217,25 @@ async fn parse_schema_events() {
         "{json}"
     );
 
+    // A detail echoes at most 100 characters of the sender's input, however long it is.
+    let long = "x".repeat(5000);
+    let long_status = format!(
+        r#"{{"event":"job.completed","job_id":"j3","status":"{long}","result":{{"url":"https://a/b.png","width":1,"height":1}}}}"#
+    );
+    let resp = post_signed(&url, long_status.as_bytes()).await;
+    let text = resp.text().await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["error"]["code"], "schema_violation", "{text:.300}");
+    let details = json["error"]["details"].as_array().unwrap();
+    assert!(!details.is_empty());
+    for d in details {
+        for field in ["path", "message"] {
+            let n = d[field].as_str().unwrap().chars().count();
+            assert!(n <= 101, "a {field} of {n} characters: {:.200}", d[field]);
+        }
+    }
+    assert!(!text.contains(&"x".repeat(101)), "{text:.300}");
+
     let queued = delivery("job.queued", "j2");
     let resp = post_signed(&url, &queued).await;
     let (s, _, json) = answer(resp).await;

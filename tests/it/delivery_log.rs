@@ -40,6 +40,7 @@ async fn every_api_call_needs_the_token_when_one_is_set() {
         "/api/deliveries".to_string(),
         format!("/api/deliveries/{id}"),
         format!("/api/deliveries/{id}/body"),
+        "/api/destinations".to_string(),
     ] {
         let (status, json) = get(&gw, &path, None).await;
         assert_eq!(
@@ -49,12 +50,14 @@ async fn every_api_call_needs_the_token_when_one_is_set() {
         );
         assert_eq!(get(&gw, &path, Some("wrong")).await.0, 401, "{path}");
     }
-    assert_eq!(
-        admin_post(&gw, &format!("/api/deliveries/{id}/retry"), None)
-            .await
-            .0,
-        401
-    );
+    for call in [
+        format!("/api/deliveries/{id}/retry"),
+        "/api/deliveries/retry?route=q&state=dead".to_string(),
+        "/api/deliveries/replay?route=q&since=1h".to_string(),
+    ] {
+        assert_eq!(admin_post(&gw, &call, None).await.0, 401, "{call}");
+        assert_eq!(admin_post(&gw, &call, Some("wrong")).await.0, 401, "{call}");
+    }
     // Metrics and probes stay open for Prometheus and Kubernetes.
     assert_eq!(
         reqwest::get(gw.admin_url("/metrics"))
@@ -138,11 +141,19 @@ async fn without_a_token_reads_are_served_and_retries_refused() {
         get(&gw, &format!("/api/deliveries/{id}"), None).await.0,
         200
     );
-    let (status, json) = admin_post(&gw, &format!("/api/deliveries/{id}/retry"), None).await;
-    assert_eq!(
-        (status, json["error"]["code"].as_str()),
-        (403, Some("admin_token_required"))
-    );
+    assert_eq!(get(&gw, "/api/destinations", None).await.0, 200);
+    for call in [
+        format!("/api/deliveries/{id}/retry"),
+        "/api/deliveries/retry?route=q&state=dead".to_string(),
+        "/api/deliveries/replay?route=q&since=1h".to_string(),
+    ] {
+        let (status, json) = admin_post(&gw, &call, None).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (403, Some("admin_token_required")),
+            "{call}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -369,6 +380,94 @@ async fn the_deliveries_commands_list_show_and_retry() {
 }
 
 #[tokio::test]
+async fn the_list_pages_by_50_and_the_commands_take_admin_route_limit_and_destination() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(500, Duration::ZERO);
+    analytics.always(500, Duration::ZERO);
+    let gw = gateway_with_token(&app, &analytics, "      retry: [20ms]\n").await;
+    for i in 0..52 {
+        queue(&gw, &delivery("job.failed", &format!("p{i}"))).await;
+    }
+    // job.completed also goes to analytics.
+    let (_, _, both) = queue(&gw, &delivery("job.completed", "both")).await;
+    let both = both.unwrap();
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("route", "q"), ("destination", "app"), ("state", "dead")],
+        53.0,
+    )
+    .await;
+
+    // The API's default page is 50, with a cursor to the rest.
+    let (status, page) = get(&gw, "/api/deliveries", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 50);
+    assert!(page["next"].is_string(), "{}", page["next"]);
+
+    let (code, out, err) = cli(
+        &gw,
+        &["list", "--route", "q", "--limit", "2", "--json"],
+        Some(TOKEN),
+    );
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["deliveries"].as_array().unwrap().len(), 2);
+    assert_eq!(json["deliveries"][0]["id"], both.as_str(), "newest first");
+    let (_, out, _) = cli(&gw, &["list", "--route", "other", "--json"], Some(TOKEN));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["deliveries"], serde_json::json!([]));
+
+    // --admin instead of the config's address: from a folder with no config at all.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["deliveries", "show", &both, "--json", "--admin"])
+        .arg(gw.admin_url(""))
+        .current_dir(elsewhere.path())
+        .env("HOOKGATE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], both.as_str());
+
+    // Only the named destination is attempted again.
+    analytics.always(200, Duration::ZERO);
+    let (app_before, analytics_before) = (app.count(), analytics.count());
+    let (code, out, err) = cli(
+        &gw,
+        &["retry", &both, "--destination", "analytics"],
+        Some(TOKEN),
+    );
+    assert_eq!((code, out.trim()), (0, "requeued 1"), "{err}");
+    let d = json_once(
+        &gw.admin_url(&format!("/api/deliveries/{both}")),
+        Some(TOKEN),
+        |d| d["destinations"][1]["state"] == "delivered",
+    )
+    .await;
+    assert_eq!(d["destinations"][1]["name"], "analytics", "{d}");
+    assert_eq!(d["destinations"][1]["state"], "delivered", "{d}");
+    assert_eq!(d["destinations"][0]["state"], "dead", "{d}");
+    assert_eq!(analytics.count(), analytics_before + 1);
+    assert_eq!(app.count(), app_before, "app was not retried");
+    // A fresh schedule: the retried destination's attempts go on from its count.
+    assert_eq!(
+        analytics
+            .received()
+            .last()
+            .unwrap()
+            .header("Hookgate-Attempt"),
+        Some("3")
+    );
+}
+
+#[tokio::test]
 async fn the_page_is_served_from_the_binary() {
     let app = Upstream::start().await;
     let analytics = Upstream::start().await;
@@ -379,6 +478,23 @@ async fn the_page_is_served_from_the_binary() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    // Only the page's own script and style run, nothing is framed or fetched from elsewhere
+    // (the browser tests show the page still works under it).
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "style-src 'sha256-",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
     let page = resp.text().await.unwrap();
     assert!(page.contains("/api/deliveries"));
     // Nothing fetched from outside the binary.

@@ -159,8 +159,13 @@ async fn malformed_requests_get_400_and_are_counted() {
     );
     let mut sent = conflicting.into_bytes();
     sent.extend_from_slice(&body);
-    let out = raw_exchange(gw.http, &[&sent], Duration::ZERO).await;
+    let out = exchange_until_closed(gw.http, &sent).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(
+        out.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer, then close: {out}"
+    );
     assert!(
         out.to_ascii_lowercase()
             .contains("content-type: application/json"),
@@ -175,7 +180,7 @@ async fn malformed_requests_get_400_and_are_counted() {
     )
     .into_bytes();
     no_host.extend_from_slice(&body);
-    let out = raw_exchange(gw.http, &[&no_host], Duration::ZERO).await;
+    let out = exchange_until_closed(gw.http, &no_host).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("bad_request"), "{out}");
     assert_eq!(up.count(), 0);

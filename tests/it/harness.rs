@@ -140,7 +140,16 @@ impl Upstream {
 
     /// An upstream on `addr` (an app coming back on its old address).
     pub async fn start_on(addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).await.unwrap();
+        Self::serve_on(TcpListener::bind(addr).await.unwrap())
+    }
+
+    /// An upstream listening on a socket of [`refused_port`]: the app coming up on the port
+    /// that refused until now, with no moment when another process could take it.
+    pub fn start_on_reserved(socket: tokio::net::TcpSocket) -> Self {
+        Self::serve_on(socket.listen(1024).unwrap())
+    }
+
+    fn serve_on(listener: TcpListener) -> Self {
         let addr = listener.local_addr().unwrap();
         let up = Upstream {
             addr,
@@ -562,6 +571,23 @@ impl ImggoRoute {
     }
 }
 
+/// Panics unless PRODUCT.md's metrics table lists `name` (a histogram's `_count`, `_sum` and
+/// `_bucket` series by the histogram's name).
+fn assert_documented_metric(name: &str) {
+    static PRODUCT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PRODUCT.md")).unwrap()
+    });
+    let family = ["_count", "_sum", "_bucket"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .filter(|f| PRODUCT.contains(&format!("| `{f}` (histogram")))
+        .unwrap_or(name);
+    assert!(
+        PRODUCT.contains(&format!("| `{family}`")),
+        "{name} is not a metric of PRODUCT.md §7"
+    );
+}
+
 /// A test config: the harness's listener head (plus `listeners`), then `body`, with the
 /// placeholders for the upgrade socket (in `dir`) and the ImgGo schema filled in.
 fn render_config(dir: &Path, ports: (u16, u16, u16), listeners: &str, body: &str) -> String {
@@ -631,8 +657,32 @@ impl Gateway {
     /// Kills the gateway with SIGKILL and starts it again on the same config and ports.
     pub async fn restart(&mut self) {
         self.kill9();
+        self.start_again().await;
+    }
+
+    /// Starts the gateway again on the same config and ports, after it stopped.
+    pub async fn start_again(&mut self) {
         self.child = spawn(&self.config, self.dir.path(), &self.env);
         self.wait_healthy().await;
+    }
+
+    /// SIGTERM, and waits (off the runtime) until the process has exited.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 15 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -776,8 +826,17 @@ impl Gateway {
             .unwrap()
     }
 
-    /// The value of one sample line, e.g. `hookgate_requests_total{outcome="forwarded",route="a"}`.
+    /// The value of one sample line, e.g. `hookgate_requests_total{outcome="forwarded",route="a"}`;
+    /// 0 when no such series was exported yet (a counter that never counted). The name must be one
+    /// that PRODUCT.md §7 lists, so a misspelt or renamed metric fails rather than reading 0.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series(name, labels).await.unwrap_or(0.0)
+    }
+
+    /// The value of one sample line, `None` when the gateway does not export it: for gauges that
+    /// must be there (`Some(0.0)` is "exported and zero").
+    pub async fn series(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        assert_documented_metric(name);
         let text = self.metrics().await;
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -792,7 +851,6 @@ impl Gateway {
             })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
     }
 
     /// Rewrites the config file (for reload tests).
@@ -961,6 +1019,29 @@ pub async fn raw_exchange(port: u16, parts: &[&[u8]], pause: Duration) -> String
         }
     }
     read_until_quiet(&mut s, Duration::from_secs(5)).await
+}
+
+/// Writes `raw` and reads everything the gateway sends until it closes the connection, which
+/// it must do within 5 s (the "then close" of PRODUCT.md §3's malformed requests).
+pub async fn exchange_until_closed(port: u16, raw: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let _ = s.write_all(raw).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "the gateway did not close the connection; it sent:\n{}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub async fn read_until_quiet(s: &mut tokio::net::TcpStream, quiet: Duration) -> String {

@@ -82,6 +82,63 @@ async fn upstream_failure_releases_the_claim() {
     assert_eq!(up.count(), 2);
 }
 
+/// Every refusal before the app's 2xx leaves the key free: a check that claimed it first would
+/// answer the real delivery `already_processed` and the app would never get it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_delivery_claims_nothing_and_the_real_one_goes_through() {
+    let (reserved, port) = refused_port();
+    let gw = Gateway::start(&format!(
+        "routes:\n{}",
+        imggo_route("a", "/webhooks/a", &format!("http://127.0.0.1:{port}"), "")
+    ))
+    .await;
+    let url = gw.http_url("/webhooks/a");
+    let body = delivery("job.completed", "same");
+    let send = |signature: Option<String>, body: Vec<u8>| {
+        let url = url.clone();
+        async move {
+            let mut req = client()
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .body(body);
+            if let Some(s) = signature {
+                req = req.header("X-ImgGo-Signature", s);
+            }
+            let (status, code, _) = answer(req.send().await.unwrap()).await;
+            (status, code)
+        }
+    };
+    assert_eq!(
+        send(None, body.clone()).await,
+        (401, "signature_missing".into())
+    );
+    assert_eq!(
+        send(Some(imggo_signature_with("wrong", &body)), body.clone()).await,
+        (401, "signature_invalid".into())
+    );
+    // The same key in a body the schema refuses (a completed job needs its result).
+    let invalid = br#"{"event":"job.completed","job_id":"same","status":"completed"}"#.to_vec();
+    assert_eq!(
+        send(Some(imggo_signature(&invalid)), invalid).await,
+        (422, "schema_violation".into())
+    );
+    // Admitted, but the app cannot be reached: released (§3, 502).
+    assert_eq!(
+        send(Some(imggo_signature(&body)), body.clone()).await,
+        (502, "upstream_unavailable".into())
+    );
+
+    let app = Upstream::start_on_reserved(reserved);
+    let (status, _, _) = answer(post_signed(&url, &body).await).await;
+    assert_eq!(status, 200, "the real delivery is forwarded");
+    assert_eq!(app.count(), 1);
+    assert_eq!(
+        answer(post_signed(&url, &body).await).await.1,
+        "already_processed"
+    );
+    assert_eq!(app.count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn in_flight_key_answers_409_with_retry_after() {
     let up = Upstream::start().await;

@@ -25,5 +25,6 @@ mod providers;
 mod queue;
 mod redis;
 mod replay;
+mod schedule;
 mod simulation;
 mod tracing;

@@ -150,6 +150,28 @@ async fn a_killed_replicas_attempts_are_taken_over_after_the_lease() {
         },
     )
     .await;
+    // Not before: a live replica may still be in the attempt, and a slow app would get it twice.
+    // The lease starts when the attempt was taken, just before the app had its body.
+    for id in &accepted {
+        let at: Vec<_> = app
+            .received()
+            .iter()
+            .filter(|r| r.header("Hookgate-Delivery-Id") == Some(id))
+            .map(|r| r.at)
+            .collect();
+        let numbers: Vec<_> = app
+            .received()
+            .iter()
+            .filter(|r| r.header("Hookgate-Delivery-Id") == Some(id))
+            .map(|r| r.header("Hookgate-Attempt").unwrap_or("-").to_string())
+            .collect();
+        assert_eq!(numbers[..2], ["1", "2"], "attempts started are counted");
+        let gap = at[1] - at[0];
+        assert!(
+            gap >= Duration::from_millis(31_500),
+            "{id} was taken over {gap:?} after its attempt began (lease: 2s + 30s)"
+        );
+    }
     eventually_metric(
         &second,
         "hookgate_deliveries_total",

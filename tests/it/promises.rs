@@ -339,7 +339,8 @@ async fn sigterm_lets_an_in_flight_delivery_finish_within_the_grace_period() {
     let body = delivery("job.completed", "term");
     let url = gw.http_url("/webhooks/imggo");
     let in_flight = tokio::spawn(async move { post(&url, &signed(&body), body.clone()).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight: the app has it and is answering.
+    eventually("the delivery at the app", || up.count() == 1).await;
     let stopped = Instant::now();
     Command::new("kill")
         .args(["-TERM", &gw.pid().to_string()])
@@ -408,9 +409,17 @@ async fn run_and_capture(cwd: &std::path::Path, args: &[&str], env: &[(&str, &st
     let body = b"{}".to_vec();
     let (status, _, _) = post(&format!("http://127.0.0.1:{http}/r"), &signed(&body), body).await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM, and the process's end: everything it was going to log is written by then, so
+    // what the output lacks it did not log.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exited = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "{exited}");
     std::fs::read_to_string(out).unwrap()
 }
 

@@ -352,9 +352,8 @@ async fn nothing_accepted_is_lost_across_kill_9() {
 #[tokio::test]
 async fn deliveries_wait_while_the_app_is_down_and_arrive_when_it_is_back() {
     // The app's address: bound (so nobody else takes the port) but not listening yet.
-    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = reserved.local_addr().unwrap();
-    drop(reserved);
+    let (reserved, port) = refused_port();
+    let addr = format!("127.0.0.1:{port}");
     let analytics = Upstream::start().await;
     let cfg = "      timeout: 1s\n      retry: [100ms, 200ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms, 400ms]\n";
     let mut gw = Gateway::start(&queue_config(
@@ -378,7 +377,7 @@ async fn deliveries_wait_while_the_app_is_down_and_arrive_when_it_is_back() {
     .await;
     // The gateway restarts meanwhile; the delivery is still due.
     gw.restart().await;
-    let app = Upstream::start_on(addr).await;
+    let app = Upstream::start_on_reserved(reserved);
     eventually_within(
         "the delivery once the app is back",
         Duration::from_secs(20),
@@ -457,15 +456,19 @@ async fn max_queued_answers_queue_full_and_the_sender_keeps_it() {
     assert!(resp.headers().contains_key("retry-after"));
     let (status, code, _) = answer(resp).await;
     assert_eq!((status, code.as_str()), (503, "queue_full"));
+    // Idempotency comes before capacity (§3): a redelivery of an accepted key is answered as
+    // such, not refused as if it were new.
+    let (status, code, _) = queue(&gw, &delivery("job.failed", "f1")).await;
+    assert_eq!((status, code.as_str()), (200, "already_processed"));
     // The count of undelivered deliveries is made again from the file after a restart.
     gw.restart().await;
     let (status, code, _) = queue(&gw, &delivery("job.failed", "f3")).await;
     assert_eq!((status, code.as_str()), (503, "queue_full"));
 
     // Both wait their 10 s retry: the gauges show them pending and ageing.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let pending = [("route", "q"), ("destination", "app"), ("state", "pending")];
-    assert_eq!(gw.metric("hookgate_queue_deliveries", &pending).await, 2.0);
+    eventually_metric(&gw, "hookgate_queue_deliveries", &pending, 2.0).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let oldest = gw
         .metric(
             "hookgate_queue_oldest_pending_seconds",
@@ -632,4 +635,97 @@ async fn delivered_deliveries_are_purged_after_retention_and_their_key_is_kept()
     let (status, code, _) = queue(&gw, &body).await;
     assert_eq!((status, code.as_str()), (200, "already_processed"));
     assert_eq!(app.count(), 1);
+}
+
+/// SIGTERM (PRODUCT.md §9): the attempt in progress gets `grace_period` (1 s in the harness) to
+/// finish and is recorded; the deliveries not yet attempted stay stored and go out after the
+/// restart; none is lost and the finished one is not sent again.
+#[tokio::test]
+async fn sigterm_lets_the_attempt_in_progress_finish_and_keeps_the_rest_for_the_restart() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(200, Duration::from_millis(400));
+    let mut gw = Gateway::start(&queue_config(
+        &app.url(),
+        &analytics.url(),
+        "      max_in_flight: 1\n      retry: [100ms]\n      jitter: 0%\n",
+    ))
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            queue(&gw, &delivery("job.failed", &format!("term{i}")))
+                .await
+                .2
+                .unwrap(),
+        );
+    }
+    eventually("an attempt in progress", || app.count() == 1).await;
+    let status = gw.terminate().await;
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(app.count(), 1, "an attempt started after SIGTERM");
+    let log = gw.log();
+    assert!(log.contains("hookgate stopped"), "{log}");
+
+    gw.start_again().await;
+    eventually_within(
+        "every delivery after the restart",
+        Duration::from_secs(20),
+        || {
+            let received = app.received();
+            ids.iter().all(|id| {
+                received
+                    .iter()
+                    .any(|r| r.header("Hookgate-Delivery-Id") == Some(id))
+            })
+        },
+    )
+    .await;
+    // The first was answered within the grace period and recorded: not sent again.
+    let first = app.received()[0]
+        .header("Hookgate-Delivery-Id")
+        .unwrap()
+        .to_string();
+    // The restarted gateway delivered the other four (its counters start at zero).
+    eventually_metric(
+        &gw,
+        "hookgate_deliveries_total",
+        &[("destination", "app"), ("outcome", "delivered")],
+        4.0,
+    )
+    .await;
+    assert_eq!(
+        app.received_with("Hookgate-Delivery-Id", &first).len(),
+        1,
+        "the attempt that finished during the grace period was delivered again"
+    );
+    assert_eq!(app.count(), 5);
+}
+
+/// `Hookgate-Attempt` counts attempts started (PRODUCT.md §9): the attempt a kill -9 cut off
+/// counts, so the one after the restart is number 2, not 1 again.
+#[tokio::test]
+async fn the_attempt_after_a_kill_9_is_numbered_after_the_one_it_cut_off() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    app.always(200, Duration::from_secs(5));
+    let mut gw = Gateway::start(&queue_config(
+        &app.url(),
+        &analytics.url(),
+        "      timeout: 10s\n      retry: [100ms]\n",
+    ))
+    .await;
+    let (_, _, id) = queue(&gw, &delivery("job.failed", "cut")).await;
+    let id = id.unwrap();
+    eventually("the attempt in progress", || app.count() == 1).await;
+    gw.kill9();
+    app.always(200, Duration::ZERO);
+    gw.start_again().await;
+    eventually("the attempt after the restart", || app.count() == 2).await;
+    let numbers: Vec<_> = app
+        .received_with("Hookgate-Delivery-Id", &id)
+        .iter()
+        .map(|r| r.header("Hookgate-Attempt").unwrap_or("-").to_string())
+        .collect();
+    assert_eq!(numbers, ["1", "2"]);
 }

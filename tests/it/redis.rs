@@ -27,7 +27,9 @@ async fn on_private_redis(up: &Upstream, on_error: &str) -> (u16, PrivateRedis, 
         store(&format!("redis://127.0.0.1:{port}/0"), "it", on_error),
         imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
     );
-    (port, redis, Gateway::start(&config).await)
+    let gw = Gateway::start(&config).await;
+    gw.wait_ready().await;
+    (port, redis, gw)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,6 +42,8 @@ async fn two_replicas_forward_a_delivery_at_most_once() {
         imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
     );
     let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
+    // Each replica connects to Redis in the background: wait until both serve.
+    tokio::join!(a.wait_ready(), b.wait_ready());
     let body = delivery("job.completed", "concurrent");
     let mut tasks = Vec::new();
     for i in 0..20 {
@@ -82,6 +86,8 @@ async fn release_after_upstream_500_is_seen_by_the_other_replica() {
         imggo_route("imggo", "/webhooks/imggo", &up.url(), "")
     );
     let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
+    // Each replica connects to Redis in the background: wait until both serve.
+    tokio::join!(a.wait_ready(), b.wait_ready());
     let body = delivery("job.completed", "released");
     up.then(500, Duration::ZERO);
     assert_eq!(
@@ -119,6 +125,8 @@ async fn a_killed_replicas_claim_expires_after_its_lease() {
         store(SHARED_REDIS, &unique_prefix(), "reject")
     );
     let (a, b) = tokio::join!(Gateway::start(&config), Gateway::start(&config));
+    // Each replica connects to Redis in the background: wait until both serve.
+    tokio::join!(a.wait_ready(), b.wait_ready());
     let body = delivery("job.completed", "killed");
     up.then(200, Duration::from_secs(5));
     let url_a = a.http_url("/webhooks/imggo");

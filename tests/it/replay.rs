@@ -78,6 +78,28 @@ async fn replay_scenario(store: &str) {
         (status, json["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
+    // A route or destination the running config does not have: nothing to replay it with.
+    for (call, code) in [
+        (
+            "/api/deliveries/replay?route=nope&since=1h",
+            "route_not_found",
+        ),
+        (
+            "/api/deliveries/replay?route=q&since=1h&destination=nope",
+            "destination_not_found",
+        ),
+        (
+            "/api/deliveries/retry?route=nope&state=dead",
+            "route_not_found",
+        ),
+    ] {
+        let (status, json) = admin_post(&gw, call, Some(TOKEN)).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (404, Some(code)),
+            "{call}: {json}"
+        );
+    }
     // A window that ended before the deliveries came: nothing.
     let (status, json) = admin_post(
         &gw,
