@@ -569,3 +569,81 @@ routes:
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// Nothing accepted is lost across kill -9 with a broker destination either (PRODUCT.md §9): the
+/// gateway is killed four times while deliveries stream in and messages are being published;
+/// afterwards every accepted delivery is in the stream, once (a publish the kill cut off is
+/// sent again with the same `Nats-Msg-Id`, which JetStream's duplicate window drops).
+#[tokio::test]
+async fn nothing_accepted_is_lost_across_kill_9_with_a_jetstream_destination() {
+    let js = jetstream_on(4222).await;
+    let (name, subject) = (unique("HGKILL"), unique("hookgate.kill."));
+    create_stream(&js, &name, &subject).await;
+    let mut gw = Gateway::start(&broker_route(
+        &format!(
+            "      - name: stream\n        url: \"nats://127.0.0.1:4222\"\n        subject: {subject}\n"
+        ),
+        "[100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms]",
+    ))
+    .await;
+    let mut accepted = std::collections::HashSet::new();
+    let mut cut = 0;
+    for round in 0..4 {
+        let url = gw.http_url("/webhooks/q");
+        let sender = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..400 {
+                let body = delivery("job.completed", &format!("k{round}-{i}"));
+                match client()
+                    .post(&url)
+                    .header("X-ImgGo-Signature", imggo_signature(&body))
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(resp) => {
+                        let (status, _, json) = answer(resp).await;
+                        if status == 200 {
+                            got.push(json["delivery_id"].as_str().unwrap().to_string());
+                        }
+                    }
+                    Err(_) => return (got, true),
+                }
+            }
+            (got, false)
+        });
+        tokio::time::sleep(Duration::from_millis(60 + 70 * round)).await;
+        gw.restart().await;
+        let (got, was_cut) = sender.await.unwrap();
+        cut += usize::from(was_cut);
+        accepted.extend(got);
+    }
+    assert!(accepted.len() >= 40, "only {} accepted", accepted.len());
+    assert!(cut > 0, "no kill landed while deliveries streamed in");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let in_stream = loop {
+        let ids: Vec<String> = stream_messages(&js, &name)
+            .await
+            .iter()
+            .filter_map(|m| m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()))
+            .collect();
+        if accepted.iter().all(|id| ids.contains(id)) {
+            break ids;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} accepted deliveries in the stream",
+            accepted.iter().filter(|id| ids.contains(id)).count(),
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let distinct: std::collections::HashSet<_> = in_stream.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        in_stream.len(),
+        "a delivery is in the stream twice"
+    );
+    js.delete_stream(&name).await.unwrap();
+}

@@ -245,6 +245,17 @@ async fn bodies_in_flight_are_bounded_and_others_still_get_through() {
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
     assert!(out.contains("overloaded"), "{out}");
     assert!(out.to_ascii_lowercase().contains("retry-after:"), "{out}");
+    // Without its signature header it is refused for that first (§3: signature present comes
+    // before capacity), from the head alone.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.http))
+        .await
+        .unwrap();
+    let unsigned =
+        format!("POST /webhooks/imggo HTTP/1.1\r\nHost: t\r\nContent-Length: {declared}\r\n\r\n");
+    s.write_all(unsigned.as_bytes()).await.unwrap();
+    let out = read_until_quiet(&mut s, Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert!(out.contains("signature_missing"), "{out}");
     // A small valid delivery still fits.
     let ok = post_signed(
         &gw.http_url("/webhooks/imggo"),

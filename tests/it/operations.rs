@@ -76,6 +76,54 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     assert!(gw.settled_log().await.contains("config reload refused"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_removed_by_reload_stops_answering_while_its_request_in_flight_finishes() {
+    let up = Upstream::start().await;
+    let keep = imggo_route("keep", "/webhooks/keep", &up.url(), "");
+    let gone = imggo_route("gone", "/webhooks/gone", &up.url(), "");
+    let gw = Gateway::start(&format!("routes:\n{keep}{gone}")).await;
+    up.then(200, std::time::Duration::from_millis(1500));
+    let url = gw.http_url("/webhooks/gone");
+    let in_flight = tokio::spawn(async move {
+        post_signed(&url, &delivery("job.completed", "slow"))
+            .await
+            .status()
+            .as_u16()
+    });
+    eventually("the request at the app", || up.count() == 1).await;
+
+    gw.rewrite(&format!("routes:\n{keep}"));
+    hup(&gw);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gw
+        .metric("hookgate_config_reloads_total", &[("result", "ok")])
+        .await
+        < 1.0
+    {
+        assert!(std::time::Instant::now() < deadline, "reload not counted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !in_flight.is_finished(),
+        "the reload came only after the request had finished"
+    );
+    let (status, code, _) = answer(
+        post_signed(
+            &gw.http_url("/webhooks/gone"),
+            &delivery("job.completed", "after"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (404, "route_not_found"));
+    assert_eq!(
+        in_flight.await.unwrap(),
+        200,
+        "the request in flight finished"
+    );
+    assert_eq!(up.count(), 1);
+}
+
 #[test]
 fn the_default_upgrade_socket_lives_in_a_directory_only_we_may_enter() {
     use std::os::unix::fs::PermissionsExt;
