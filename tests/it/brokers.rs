@@ -586,38 +586,7 @@ async fn nothing_accepted_is_lost_across_kill_9_with_a_jetstream_destination() {
         "[100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms]",
     ))
     .await;
-    let mut accepted = std::collections::HashSet::new();
-    let mut cut = 0;
-    for round in 0..4 {
-        let url = gw.http_url("/webhooks/q");
-        let sender = tokio::spawn(async move {
-            let mut got = Vec::new();
-            for i in 0..400 {
-                let body = delivery("job.completed", &format!("k{round}-{i}"));
-                match client()
-                    .post(&url)
-                    .header("X-ImgGo-Signature", imggo_signature(&body))
-                    .body(body)
-                    .send()
-                    .await
-                {
-                    Ok(resp) => {
-                        let (status, _, json) = answer(resp).await;
-                        if status == 200 {
-                            got.push(json["delivery_id"].as_str().unwrap().to_string());
-                        }
-                    }
-                    Err(_) => return (got, true),
-                }
-            }
-            (got, false)
-        });
-        tokio::time::sleep(Duration::from_millis(60 + 70 * round)).await;
-        gw.restart().await;
-        let (got, was_cut) = sender.await.unwrap();
-        cut += usize::from(was_cut);
-        accepted.extend(got);
-    }
+    let (accepted, cut) = accepted_across_kill_9(&mut gw, "/webhooks/q", 4, 400).await;
     assert!(accepted.len() >= 40, "only {} accepted", accepted.len());
     assert!(cut > 0, "no kill landed while deliveries streamed in");
 

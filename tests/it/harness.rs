@@ -990,6 +990,67 @@ pub async fn answer(resp: reqwest::Response) -> (u16, String, serde_json::Value)
     (status, code, json)
 }
 
+/// Kill -9 rounds: in each of `rounds`, signed deliveries stream into `path` (job ids
+/// `k{round}-{i}`, at most `per_round`) while the gateway is killed and started again at a moment
+/// that varies per round. Returns the ids of the deliveries it accepted, and how many rounds' streams
+/// the kill cut (a refused connection rather than the stream's end).
+pub async fn accepted_across_kill_9(
+    gw: &mut Gateway,
+    path: &str,
+    rounds: u64,
+    per_round: usize,
+) -> (Vec<String>, usize) {
+    let (mut accepted, mut cut) = (Vec::new(), 0);
+    for round in 0..rounds {
+        let url = gw.http_url(path);
+        let sender = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..per_round {
+                let body = delivery("job.completed", &format!("k{round}-{i}"));
+                match client()
+                    .post(&url)
+                    .header("X-ImgGo-Signature", imggo_signature(&body))
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(resp) => {
+                        let (status, _, json) = answer(resp).await;
+                        if status == 200 {
+                            got.push(json["delivery_id"].as_str().unwrap().to_string());
+                        }
+                    }
+                    Err(_) => return (got, true),
+                }
+            }
+            (got, false)
+        });
+        tokio::time::sleep(Duration::from_millis(60 + 70 * round)).await;
+        gw.restart().await;
+        let (got, was_cut) = sender.await.unwrap();
+        cut += usize::from(was_cut);
+        accepted.extend(got);
+    }
+    (accepted, cut)
+}
+
+/// Waits until the gateway has counted a reload with `result` (`ok` or `error`).
+pub async fn reload_counted(gw: &Gateway, result: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw
+        .metric("hookgate_config_reloads_total", &[("result", result)])
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload counted {result}:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `cond` until true or the deadline.
 pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
     eventually_within(what, Duration::from_secs(10), cond).await;

@@ -33,19 +33,7 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
         imggo_route("new", "/webhooks/new", &up.url(), "")
     ));
     hup(&gw);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while gw
-        .metric("hookgate_config_reloads_total", &[("result", "ok")])
-        .await
-        < 1.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reload not counted:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    reload_counted(&gw, "ok").await;
     assert_eq!(send("rotated-secret", "r2").await, 200);
     assert_eq!(send(SECRET, "r3").await, 401, "the old secret is gone");
     let body = delivery("job.completed", "r4");
@@ -61,17 +49,7 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     // An invalid file is refused; the previous config keeps serving.
     gw.rewrite("routes:\n  - name: broken\n    path: no-slash\n    upstream: nowhere\n");
     hup(&gw);
-    while gw
-        .metric("hookgate_config_reloads_total", &[("result", "error")])
-        .await
-        < 1.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "refused reload not counted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    reload_counted(&gw, "error").await;
     assert_eq!(send("rotated-secret", "r5").await, 200);
     assert!(gw.settled_log().await.contains("config reload refused"));
 }
@@ -94,15 +72,7 @@ async fn a_route_removed_by_reload_stops_answering_while_its_request_in_flight_f
 
     gw.rewrite(&format!("routes:\n{keep}"));
     hup(&gw);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while gw
-        .metric("hookgate_config_reloads_total", &[("result", "ok")])
-        .await
-        < 1.0
-    {
-        assert!(std::time::Instant::now() < deadline, "reload not counted");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    reload_counted(&gw, "ok").await;
     assert!(
         !in_flight.is_finished(),
         "the reload came only after the request had finished"

@@ -282,44 +282,11 @@ async fn nothing_accepted_is_lost_across_kill_9() {
     app.always(200, Duration::from_millis(30));
     let cfg = "      timeout: 1s\n      retry: [100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms]\n";
     let mut gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), cfg)).await;
-    let mut accepted = Vec::new();
-    let mut refused_during_kill = 0;
     // More than any round can send before its kill, however fast the machine: each stream is
     // cut by the kill rather than ending before it.
     const PER_ROUND: usize = 400;
-    for round in 0..4 {
-        let sender = {
-            let url = gw.http_url("/webhooks/q");
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                for i in 0..PER_ROUND {
-                    let body = delivery("job.completed", &format!("k{round}-{i}"));
-                    match client()
-                        .post(&url)
-                        .header("X-ImgGo-Signature", imggo_signature(&body))
-                        .body(body)
-                        .send()
-                        .await
-                    {
-                        Ok(resp) => {
-                            let (status, _, json) = answer(resp).await;
-                            if status == 200 {
-                                got.push(json["delivery_id"].as_str().unwrap().to_string());
-                            }
-                        }
-                        Err(_) => return (got, true),
-                    }
-                }
-                (got, false)
-            })
-        };
-        // Kill at a moment that varies per round, while deliveries stream in.
-        tokio::time::sleep(Duration::from_millis(60 + 70 * round)).await;
-        gw.restart().await;
-        let (got, cut) = sender.await.unwrap();
-        refused_during_kill += usize::from(cut);
-        accepted.extend(got);
-    }
+    let (accepted, refused_during_kill) =
+        accepted_across_kill_9(&mut gw, "/webhooks/q", 4, PER_ROUND).await;
     assert!(accepted.len() >= 40, "only {} accepted", accepted.len());
     assert!(
         refused_during_kill > 0 || accepted.len() < 4 * PER_ROUND,
