@@ -6,7 +6,7 @@ use super::connection::Connection;
 use super::{Message, Publisher};
 use crate::exchange::ExchangeError;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub struct RedisStream {
     url: String,
@@ -34,9 +34,13 @@ impl Publisher for RedisStream {
             .get(|| async {
                 let client = redis::Client::open(self.url.as_str())
                     .map_err(|e| ExchangeError::Connect(e.to_string()))?;
-                // The manager reconnects by itself once connected.
+                // The manager reconnects by itself once connected. Its first connect is tried
+                // once: a refused or untrusted Redis fails the attempt as `unavailable` at once,
+                // and `Connection` spaces the next tries, rather than the manager retrying for
+                // seconds until the attempt times out.
+                let config = ConnectionManagerConfig::new().set_number_of_retries(1);
                 client
-                    .get_connection_manager()
+                    .get_connection_manager_with_config(config)
                     .await
                     .map_err(|e| ExchangeError::Connect(e.to_string()))
             })

@@ -531,6 +531,65 @@ async fn a_queued_delivery_is_one_redis_stream_entry_with_body_and_headers() {
         .unwrap();
 }
 
+/// A `rediss://` destination (PRODUCT.md §9: TLS to brokers) reaches a Redis that speaks only
+/// TLS when the gateway trusts its certificate, and a gateway that does not trust it publishes
+/// nothing there: the attempt fails as `unavailable` and the delivery waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rediss_stream_destination_publishes_over_tls_and_checks_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "redis");
+    let port = free_port();
+    let _redis = PrivateRedis::start_tls_on(port, &cert, &key);
+    let cert = cert.display().to_string();
+    let xlen = || {
+        let out = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                &cert,
+                "-p",
+                &port.to_string(),
+                "XLEN",
+                "tls-jobs",
+            ])
+            .output()
+            .expect("redis-cli (scripts/setup.sh)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let cfg = broker_route(
+        &format!(
+            "      - name: events\n        url: \"rediss://127.0.0.1:{port}\"\n        stream: tls-jobs\n"
+        ),
+        "[100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms]",
+    );
+    let trusting = Gateway::start_with_env(&cfg, &[("SSL_CERT_FILE", &cert)]).await;
+    queue_one(&trusting, &delivery("job.completed", "tls1")).await;
+    let delivered = [("destination", "events"), ("outcome", "delivered")];
+    metric_reaches(&trusting, &[("hookgate_deliveries_total", &delivered)], 1.0).await;
+    assert_eq!(xlen(), "1");
+
+    let doubting = Gateway::start(&cfg).await;
+    queue_one(&doubting, &delivery("job.completed", "tls2")).await;
+    let refused = [("destination", "events"), ("result", "unavailable")];
+    metric_reaches(
+        &doubting,
+        &[("hookgate_delivery_attempts_total", &refused)],
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        doubting
+            .metric("hookgate_deliveries_total", &delivered)
+            .await,
+        0.0
+    );
+    assert_eq!(
+        xlen(),
+        "1",
+        "nothing published without a trusted certificate"
+    );
+}
+
 // ---------------------------------------------------------------- check
 
 #[test]
