@@ -604,6 +604,74 @@ async fn delivered_deliveries_are_purged_after_retention_and_their_key_is_kept()
     assert_eq!(app.count(), 1);
 }
 
+/// `retention` purges dead deliveries as it does delivered ones, and never a pending one, however
+/// old (PRODUCT.md §9).
+#[tokio::test]
+async fn retention_purges_dead_deliveries_and_keeps_pending_ones() {
+    retention_scenario("file:state.db").await;
+}
+
+#[tokio::test]
+async fn retention_purges_dead_deliveries_and_keeps_pending_ones_on_postgres() {
+    let db = TestDatabase::create();
+    retention_scenario(&db.url()).await;
+}
+
+async fn retention_scenario(store: &str) {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = Gateway::start(
+        &queue_config(
+            &app.url(),
+            &analytics.url(),
+            "      retention: 1s\n      retry: [50ms]\n      jitter: 0%\n",
+        )
+        .replace("file:state.db", store),
+    )
+    .await;
+    gw.wait_ready().await;
+    // Told to come back in an hour: pending all along, and older than the dead one below, so a
+    // purge that ignored the state would take it first.
+    app.then_retry_after(503, 3600);
+    let (_, _, pending) = queue(&gw, &delivery("job.failed", "keep1")).await;
+    let pending = pending.unwrap();
+    eventually("the pending one's first attempt", || app.count() == 1).await;
+    // Two failed attempts: dead.
+    app.then(500, Duration::ZERO);
+    app.then(500, Duration::ZERO);
+    let (_, _, dead) = queue(&gw, &delivery("job.failed", "dead1")).await;
+    let dead = dead.unwrap();
+    eventually_metric(
+        &gw,
+        "hookgate_queue_deliveries",
+        &[("destination", "app"), ("state", "dead")],
+        1.0,
+    )
+    .await;
+
+    let status = |id: &str| {
+        let url = gw.admin_url(&format!("/api/deliveries/{id}"));
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    // The purge runs every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&dead).await != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead delivery was not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status(&pending).await, 200, "a pending delivery was purged");
+    let d: serde_json::Value = reqwest::get(gw.admin_url(&format!("/api/deliveries/{pending}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["state"], "pending", "{d}");
+}
+
 /// SIGTERM (PRODUCT.md §9): the attempt in progress gets `grace_period` (1 s in the harness) to
 /// finish and is recorded; the deliveries not yet attempted stay stored and go out after the
 /// restart; none is lost and the finished one is not sent again.
