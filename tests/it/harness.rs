@@ -487,6 +487,7 @@ pub struct ImggoRoute {
     secret: String,
     otherwise: Option<String>,
     lease: Option<String>,
+    ttl: Option<String>,
     extra: String,
 }
 
@@ -501,6 +502,7 @@ impl ImggoRoute {
             secret: SECRET.into(),
             otherwise: None,
             lease: None,
+            ttl: None,
             extra: String::new(),
         }
     }
@@ -526,6 +528,12 @@ impl ImggoRoute {
         self
     }
 
+    /// `idempotency.ttl`.
+    pub fn ttl(mut self, ttl: &str) -> Self {
+        self.ttl = Some(ttl.into());
+        self
+    }
+
     /// `idempotency.lease`.
     pub fn lease(mut self, lease: &str) -> Self {
         self.lease = Some(lease.into());
@@ -548,6 +556,7 @@ impl ImggoRoute {
             secret,
             otherwise,
             lease,
+            ttl,
             extra,
         } = self;
         let otherwise = otherwise
@@ -555,7 +564,10 @@ impl ImggoRoute {
             .map_or(String::new(), |o| format!(", otherwise: {o}"));
         let lease = lease
             .as_ref()
-            .map_or(String::new(), |l| format!(", lease: {l}"));
+            .map_or(String::new(), |l| format!(", lease: {l}"))
+            + &ttl
+                .as_ref()
+                .map_or(String::new(), |t| format!(", ttl: {t}"));
         format!(
             r#"  - name: {name}
     path: {path}
@@ -1205,7 +1217,7 @@ impl Drop for TestDatabase {
     }
 }
 
-fn rand_u64() -> u64 {
+pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -2,7 +2,7 @@
 //! released otherwise, per route, and decided by the app's answer even if the sender hangs up.
 
 use crate::harness::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 async fn two_routes(up: &Upstream) -> Gateway {
     Gateway::start(&format!(
@@ -234,4 +234,53 @@ async fn keys_the_memory_store_forgets_early_are_counted() {
         gw.settled_log().await.contains("store.max_keys"),
         "the eviction is logged"
     );
+}
+
+/// A delivered key is remembered for `ttl` and then forgotten (PRODUCT.md §2), on every store a
+/// forward route can use: the memory store, Redis, the file store and Postgres.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivered_key_is_forgotten_after_its_ttl_on_every_store() {
+    require_shared_redis();
+    let db = TestDatabase::create();
+    let prefix = format!("ttl{}", rand_u64());
+    let stores = [
+        ("memory", String::new()),
+        (
+            "redis",
+            format!("store: {{ url: \"redis://127.0.0.1:6379/0\", prefix: \"{prefix}\" }}\n"),
+        ),
+        ("file", "store: { url: \"file:state.db\" }\n".to_string()),
+        ("postgres", format!("store: {{ url: \"{}\" }}\n", db.url())),
+    ];
+    for (name, store) in stores {
+        let up = Upstream::start().await;
+        let route = ImggoRoute::new("a", "/webhooks/a", &up.url()).ttl("1s");
+        let gw = Gateway::start(&format!("{store}routes:\n{}", route.yaml())).await;
+        gw.wait_ready().await;
+        let url = gw.http_url("/webhooks/a");
+        let body = delivery("job.completed", "short-lived");
+        assert_eq!(
+            answer(post_signed(&url, &body).await).await.0,
+            200,
+            "{name}"
+        );
+        assert_eq!(
+            answer(post_signed(&url, &body).await).await.1,
+            "already_processed",
+            "{name}: remembered within its ttl"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, code, _) = answer(post_signed(&url, &body).await).await;
+            if status == 200 && code != "already_processed" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: still remembered after 10 s ({code})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(up.count(), 2, "{name}: forwarded again once forgotten");
+    }
 }
