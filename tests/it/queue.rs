@@ -764,3 +764,42 @@ async fn the_attempt_after_a_kill_9_is_numbered_after_the_one_it_cut_off() {
         .collect();
     assert_eq!(numbers, ["1", "2"]);
 }
+
+/// Copies of one delivery sent at once (a sender's retry racing its original) are stored once
+/// (PRODUCT.md §3, §9): one is `queued`, every other is answered as a redelivery or as in
+/// progress, and the app gets the delivery once.
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_of_one_key_sent_at_once_are_queued_once() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let gw = Gateway::start(&queue_config(&app.url(), &analytics.url(), FAST)).await;
+    let body = delivery("job.failed", "copies");
+    let url = gw.http_url("/webhooks/q");
+    let sends: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move { answer(post_signed(&url, &body).await).await })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for s in sends {
+        let (status, code, _) = s.await.unwrap();
+        codes.push((status, code));
+    }
+    let queued = codes.iter().filter(|(_, c)| c == "queued").count();
+    assert_eq!(queued, 1, "{codes:?}");
+    assert!(
+        codes.iter().all(|(s, c)| c == "queued"
+            || (*s == 200 && c == "already_processed")
+            || (*s == 409 && c == "delivery_in_progress")),
+        "{codes:?}"
+    );
+    eventually_metric(
+        &gw,
+        "hookgate_deliveries_total",
+        &[("destination", "app"), ("outcome", "delivered")],
+        1.0,
+    )
+    .await;
+    assert_eq!(app.count(), 1);
+}
