@@ -427,7 +427,8 @@ handlers:
     print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x req/s, "
           f"CPU per request {med['hookgate-redis'][3] / med['hookgate'][3]:.2f}x")
     print(f"hookgate queue mode (file store) / forward mode: {med['hookgate-queue'][0] / med['hookgate'][0]:.2f}x req/s, "
-          f"p99 {med['hookgate-queue'][2] / med['hookgate'][2]:.2f}x")
+          f"p99 {med['hookgate-queue'][2] / med['hookgate'][2]:.2f}x, "
+          f"CPU per delivery / forward's per request {med['hookgate-queue'][3] / med['hookgate'][3]:.2f}x")
     print(f"hookgate queue mode on Postgres / on the file store: "
           f"{med['hookgate-queue-pg'][0] / med['hookgate-queue'][0]:.2f}x req/s, "
           f"CPU per request {med['hookgate-queue-pg'][3] / med['hookgate-queue'][3]:.2f}x")
@@ -462,6 +463,8 @@ handlers:
         for t, (rps, p50, p99, cpu) in tmed.items():
             print(f"{t:14s} {rps:10.0f} req/s  p99 {p99:7.2f} ms  cpu {cpu:6.1f} us/req  "
                   f"vs hookgate-tls cpu {cpu / tmed['hookgate-tls'][3]:.2f}x")
+        print(f"hookgate-tls / nginx-tls: CPU per delivery {tmed['hookgate-tls'][3] / tmed['nginx-tls'][3]:.2f}x, "
+              f"p99 {tmed['hookgate-tls'][2] / tmed['nginx-tls'][2]:.2f}x")
 
     total_bad = sum(x[4] for x in results["hookgate"])
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()

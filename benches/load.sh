@@ -17,5 +17,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get install -y -qq wrk nginx-light haproxy >/dev/null
 }
+# qhook, the open-source tool of queue mode's shape, is measured beside it when it can be installed.
+command -v qhook >/dev/null || cargo install qhook --locked || echo "load: qhook could not be installed; its targets are skipped"
 cargo build --release --bin hookgate --example bench_upstream --example passthrough
 exec python3 benches/load.py "$@"
