@@ -139,6 +139,20 @@ impl FileStore {
             + Send
             + 'static,
     ) -> Result<R, StoreError> {
+        self.submit(durable, f)?
+            .await
+            .map_err(|_| StoreError::Failed("the write was not committed".into()))?
+    }
+
+    /// Hands `f` to the writer thread now, in order with every other write, and returns the
+    /// receiver of its outcome: a caller that does not need it may drop it.
+    fn submit<R: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl for<'a, 't> FnOnce(&'a mut Tables<'t>, &'a mut Batch) -> Result<R, StoreError>
+            + Send
+            + 'static,
+    ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
         let (tx, rx) = oneshot::channel::<Result<R, StoreError>>();
         let apply: Apply = Box::new(move |tables, batch| {
             let value = f(tables, batch)?;
@@ -151,8 +165,7 @@ impl FileStore {
             .map_err(|_| StoreError::Failed("store writer lock poisoned".into()))?
             .send(Op { durable, apply })
             .map_err(|_| StoreError::Failed("the store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Failed("the write was not committed".into()))?
+        Ok(rx)
     }
 
     /// The open database, unless it is being reopened.

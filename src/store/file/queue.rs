@@ -172,62 +172,42 @@ impl Queue for FileStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<DueAttempt>, StoreError> {
-        let mut taken = self.take_from_file(route, destination, now_ms, limit, lease)?;
+        let taken = self.take_from_file(route, destination, now_ms, limit, lease)?;
         if taken.is_empty() {
             return Ok(taken);
         }
-        // `Hookgate-Attempt` is the number of attempts started (PRODUCT.md §9): each is counted,
-        // synced, before it is sent, so the attempt after a crash is numbered after it.
+        // `Hookgate-Attempt` is the number of attempts started (PRODUCT.md §9): each taken
+        // attempt is counted in the file. The count goes to the writer now, ahead of the
+        // attempt's own record, and is not waited for: it is synced within `SYNC_EVERY` or with
+        // the next acceptance, so only a crash within that moment numbers the next attempt the
+        // same. Waiting for it would hold the drain to one commit per take, and it then falls
+        // behind the acceptances.
         let started: Vec<(u64, String)> = taken
             .iter()
             .map(|a| (a.id.0, a.destination.clone()))
             .collect();
-        let counted = self
-            .write(true, move |t, _| {
-                let mut numbers = Vec::with_capacity(started.len());
-                for (id, destination) in started {
-                    let Some(mut d) = t.delivery(id)? else {
-                        numbers.push(None);
-                        continue;
-                    };
-                    let Some(dest) = d.destinations.iter_mut().find(|x| x.name == destination)
-                    else {
-                        numbers.push(None);
-                        continue;
-                    };
+        let counted = self.submit(false, move |t, _| {
+            for (id, destination) in started {
+                let Some(mut d) = t.delivery(id)? else {
+                    continue;
+                };
+                if let Some(dest) = d.destinations.iter_mut().find(|x| x.name == destination) {
                     dest.attempts += 1;
-                    numbers.push(Some(dest.attempts));
                     t.put_delivery(id, &d)?;
                 }
-                Ok(numbers)
-            })
-            .await;
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let held = in_flight.entry(destination.to_string()).or_default();
-        match counted {
-            Ok(numbers) => {
-                let mut kept = Vec::with_capacity(taken.len());
-                for (mut a, n) in taken.drain(..).zip(numbers) {
-                    match n {
-                        Some(n) => {
-                            a.attempt = n;
-                            kept.push(a);
-                        }
-                        // Purged or changed between the read and the count: not attempted.
-                        None => {
-                            held.remove(&a.id.0);
-                        }
-                    }
-                }
-                Ok(kept)
             }
-            Err(e) => {
+            Ok(())
+        });
+        if let Err(e) = counted {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(held) = in_flight.get_mut(destination) {
                 for a in &taken {
                     held.remove(&a.id.0);
                 }
-                Err(e)
             }
+            return Err(e);
         }
+        Ok(taken)
     }
 
     async fn next_due(&self, route: &str, destination: &str) -> Result<Option<u64>, StoreError> {
