@@ -117,6 +117,14 @@ pub struct Route {
 }
 
 impl Route {
+    /// Its queue, for a route in queue mode.
+    pub fn queue(&self) -> Option<&Queue> {
+        match &self.mode {
+            Mode::Queue(q) => Some(q),
+            Mode::Forward { .. } => None,
+        }
+    }
+
     /// Whether any step needs the body parsed as JSON.
     pub fn needs_json(&self) -> bool {
         self.schema.is_some()
@@ -144,6 +152,12 @@ pub enum Mode {
 pub struct Queue {
     pub destinations: Vec<Destination>,
     pub policy: DeliveryPolicy,
+}
+
+impl Queue {
+    pub fn has_destination(&self, name: &str) -> bool {
+        self.destinations.iter().any(|d| &*d.name == name)
+    }
 }
 
 pub struct Destination {

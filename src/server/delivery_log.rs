@@ -3,7 +3,6 @@
 
 use super::destination_state;
 use super::runtime::Runtime;
-use crate::config::Mode;
 use crate::store::queue::{unix_ms, DeliveryId, DeliveryState, ListFilter, Queue};
 use http::Method;
 use std::time::SystemTime;
@@ -221,10 +220,7 @@ fn unknown_target(rt: &Runtime, route: &str, destination: Option<&str>) -> Optio
         .route_order
         .iter()
         .find(|r| &*r.name == route)
-        .and_then(|r| match &r.mode {
-            Mode::Queue(q) => Some(q),
-            _ => None,
-        });
+        .and_then(|r| r.queue());
     let Some(q) = queued else {
         return Some(error(
             404,
@@ -232,9 +228,8 @@ fn unknown_target(rt: &Runtime, route: &str, destination: Option<&str>) -> Optio
             "No queue route of the running config has this name.",
         ));
     };
-    let known = |name: &str| q.destinations.iter().any(|d| &*d.name == name);
     match destination {
-        Some(name) if !known(name) => Some(error(
+        Some(name) if !q.has_destination(name) => Some(error(
             404,
             "destination_not_found",
             "The route has no destination of this name in the running config.",

@@ -3,7 +3,7 @@
 //! destination of `GET /api/deliveries/{id}`).
 
 use super::runtime::Runtime;
-use crate::config::{Mode, Route};
+use crate::config::Route;
 use crate::store::breaker::BreakerView;
 use crate::store::queue::rfc3339;
 use crate::store::StoreError;
@@ -21,10 +21,10 @@ pub async fn breaker(rt: &Runtime, route: &str, destination: &str) -> Result<Val
 }
 
 async fn breaker_of(rt: &Runtime, route: &Route, destination: &str) -> Result<Value, StoreError> {
-    let Mode::Queue(q) = &route.mode else {
+    let Some(q) = route.queue() else {
         return Ok(Value::Null);
     };
-    if q.policy.breaker.is_none() || !q.destinations.iter().any(|d| *d.name == *destination) {
+    if q.policy.breaker.is_none() || !q.has_destination(destination) {
         return Ok(Value::Null);
     }
     let view = rt.breakers.get(&route.name, destination).view().await?;
@@ -49,7 +49,7 @@ pub async fn list(rt: &Runtime) -> Result<Value, StoreError> {
     let active = rt.active.load();
     let mut destinations = Vec::new();
     for route in &active.policy.route_order {
-        let Mode::Queue(q) = &route.mode else {
+        let Some(q) = route.queue() else {
             continue;
         };
         for d in &q.destinations {

@@ -5,8 +5,9 @@
 //! transaction (group commit): concurrent acceptances share one fsync instead of paying one each.
 //! A caller's answer is sent only after its transaction committed, so `queued` is never said
 //! before the delivery is on disk. Writes that a crash may lose without breaking a promise (a
-//! claim, an attempt's outcome: losing it only delivers the attempt again) commit without a
-//! sync, and are synced within `writer::SYNC_EVERY` or by the next acceptance's sync.
+//! claim, an attempt's outcome: losing it only delivers the attempt again; an attempt's count
+//! when it is taken: losing it only numbers the next attempt the same) commit without a sync,
+//! and are synced within `writer::SYNC_EVERY` or by the next acceptance's sync.
 //!
 //! Here: opening the file and the idempotency keys of forward routes. `tables` holds the file's
 //! tables and the writes that keep them consistent, `records` what is kept per delivery and
