@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build: compile in the full Rust image (cmake for Pingora's zlib-ng, perl/make for
-# the vendored OpenSSL), run from a slim Debian image as an unprivileged user.
+# Multi-stage build: compile in the full Rust image (cmake for Pingora's zlib-ng; aws-lc, the
+# one TLS library, builds with the image's C compiler), run from a slim Debian image as an
+# unprivileged user.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \

@@ -45,7 +45,7 @@ pub enum CertificateError {
     #[error("{} does not belong to the certificate in {}", key.display(), cert.display())]
     KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("generating the dev certificate: {0}")]
-    Generate(#[from] openssl::error::ErrorStack),
+    Generate(#[from] rcgen::Error),
     #[error("writing {}: {source}", path.display())]
     Write {
         path: PathBuf,

@@ -107,7 +107,15 @@ pub async fn timed<T>(
     metrics.store_op(op).observe(t.elapsed().as_secs_f64());
     if let Err(e) = &result {
         metrics.store_errors.with_label_values(&[op.label()]).inc();
-        tracing::warn!(operation = op.label(), error = %e, "store operation failed");
+        match e {
+            // Neither passes by itself: someone has to make room or look at the record.
+            StoreError::Full(_) | StoreError::Corrupt(_) => {
+                tracing::error!(operation = op.label(), error = %e, "store operation failed");
+            }
+            StoreError::Unavailable(_) | StoreError::Setup(_) => {
+                tracing::warn!(operation = op.label(), error = %e, "store operation failed");
+            }
+        }
     }
     result
 }

@@ -2,11 +2,13 @@
 //! Discord interactions (Ed25519) and SendGrid's event webhook (ECDSA P-256).
 
 use super::{header, Handshake, Scheme, SettingError, SignatureError};
+use aws_lc_rs::digest::{Context, Digest, SHA256};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, ParsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING,
+};
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use http::HeaderMap;
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Public};
 use std::time::SystemTime;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -114,7 +116,7 @@ impl Scheme for Discord {
 /// over `{X-Twilio-Email-Event-Webhook-Timestamp}{body}`; the secrets are the verification keys
 /// SendGrid shows (base64 of the DER public key).
 pub struct SendGrid {
-    keys: Vec<PKey<Public>>,
+    keys: Vec<ParsedPublicKey>,
 }
 
 const SENDGRID_SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
@@ -128,8 +130,7 @@ impl SendGrid {
             let key = B64
                 .decode(s.trim())
                 .ok()
-                .and_then(|der| PKey::public_key_from_der(&der).ok())
-                .filter(|k| k.ec_key().is_ok());
+                .and_then(|der| ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, der).ok());
             match key {
                 Some(k) => keys.push(k),
                 None => errors.push(SettingError::new(
@@ -166,15 +167,9 @@ impl Scheme for SendGrid {
         let sig = B64
             .decode(sig.trim_ascii())
             .map_err(|_| SignatureError::Invalid)?;
+        let digest = sendgrid_digest(ts, body);
         let ok = self.keys.iter().fold(false, |ok, key| {
-            let verified = openssl::sign::Verifier::new(MessageDigest::sha256(), key)
-                .and_then(|mut v| {
-                    v.update(ts)?;
-                    v.update(body)?;
-                    v.verify(&sig)
-                })
-                .unwrap_or(false);
-            verified | ok
+            key.verify_digest_sig(&digest, &sig).is_ok() | ok
         });
         if ok {
             Ok(())
@@ -191,30 +186,35 @@ impl Scheme for SendGrid {
     ) -> Result<Vec<(String, String)>, String> {
         let key = signing_key
             .and_then(|k| B64.decode(k.trim()).ok())
-            .and_then(|der| PKey::private_key_from_der(&der).ok())
-            .filter(|k| k.ec_key().is_ok())
-            .ok_or("sendgrid signs with an ECDSA private key: pass --key <base64 of the DER (PKCS#8) private key>")?;
+            .and_then(|der| EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der).ok())
+            .ok_or("sendgrid signs with an ECDSA P-256 private key: pass --key <base64 of the DER (PKCS#8) private key>")?;
         let ts = super::unix_seconds(now).to_string();
-        let mut signer =
-            openssl::sign::Signer::new(MessageDigest::sha256(), &key).map_err(|e| e.to_string())?;
-        signer.update(ts.as_bytes()).map_err(|e| e.to_string())?;
-        signer.update(body).map_err(|e| e.to_string())?;
-        let sig = signer.sign_to_vec().map_err(|e| e.to_string())?;
+        let sig = key
+            .sign_digest(&sendgrid_digest(ts.as_bytes(), body))
+            .map_err(|_| "signing failed".to_string())?;
         Ok(vec![
             (
                 "X-Twilio-Email-Event-Webhook-Signature".into(),
-                B64.encode(sig),
+                B64.encode(sig.as_ref()),
             ),
             ("X-Twilio-Email-Event-Webhook-Timestamp".into(), ts),
         ])
     }
 }
 
+/// SHA-256 of what SendGrid signs, without copying the body next to the timestamp.
+fn sendgrid_digest(timestamp: &[u8], body: &[u8]) -> Digest {
+    let mut digest = Context::new(&SHA256);
+    digest.update(timestamp);
+    digest.update(body);
+    digest.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::nid::Nid;
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair;
 
     #[test]
     fn discord_verifies_its_own_signature_and_answers_ping() {
@@ -242,14 +242,13 @@ mod tests {
     }
 
     #[test]
-    fn sendgrid_verifies_an_openssl_made_signature() {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let private = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-        let public = B64.encode(private.public_key_to_der().unwrap());
+    fn sendgrid_verifies_its_own_signature_and_refuses_another_body() {
+        let private = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+        let public = B64.encode(private.public_key().as_der().unwrap().as_ref());
         let s = SendGrid::new(&[public]).unwrap();
         let body = br#"[{"event":"delivered"}]"#;
         let now = SystemTime::now();
-        let key = B64.encode(private.private_key_to_pkcs8().unwrap());
+        let key = B64.encode(private.to_pkcs8v1().unwrap().as_ref());
         let signed = s.sign(body, now, Some(&key)).unwrap();
         let mut h = HeaderMap::new();
         for (n, v) in &signed {

@@ -247,6 +247,11 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_memory_store_keeps_every_promise_of_a_store() {
+        crate::store::conformance::claims(&MemoryStore::new(1_000)).await;
+    }
+
     fn key(scope: &str, id: u128) -> DeliveryKey {
         DeliveryKey {
             scope: Arc::from(scope),

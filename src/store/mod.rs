@@ -6,6 +6,8 @@
 //! release it, so a gateway whose lease ran out can never undo another gateway's claim.
 
 pub mod breaker;
+#[cfg(test)]
+pub mod conformance;
 pub mod file;
 pub mod memory;
 pub mod postgres;
@@ -38,14 +40,68 @@ pub enum Claim {
     InFlight { retry_after: Duration },
 }
 
+/// Why a store operation failed, in the kinds a caller acts on differently; the cause below it
+/// is kept for the log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The store cannot be reached (Redis down, connection lost).
+    /// The store cannot be reached or did not answer in time (Redis or Postgres down, the store
+    /// file being reopened): the same operation may succeed later, so senders are told to retry.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The store answered but the operation failed (disk full, corrupt record).
-    #[error("store operation failed: {0}")]
-    Failed(String),
+    Unavailable(Cause),
+    /// The store has no room left (a full disk): nothing more is accepted until room is made.
+    #[error("store full: {0}")]
+    Full(Cause),
+    /// A stored record cannot be read back: that record is damaged, not the store.
+    #[error("corrupt record in the store: {0}")]
+    Corrupt(Cause),
+    /// The store cannot be set up as configured (a URL that does not parse, a TLS setting, a
+    /// thread, runtime or pool that does not start): hookgate does not start on it.
+    #[error("store cannot start: {0}")]
+    Setup(Cause),
+}
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    pub fn unavailable(cause: impl Into<BoxedError>) -> Self {
+        Self::Unavailable(Cause::from(cause.into()))
+    }
+
+    pub fn full(cause: impl Into<BoxedError>) -> Self {
+        Self::Full(Cause::from(cause.into()))
+    }
+
+    pub fn corrupt(cause: impl Into<BoxedError>) -> Self {
+        Self::Corrupt(Cause::from(cause.into()))
+    }
+
+    pub fn setup(cause: impl Into<BoxedError>) -> Self {
+        Self::Setup(Cause::from(cause.into()))
+    }
+
+    /// The error underneath, as the store's client library or the OS gave it.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        match self {
+            Self::Unavailable(c) | Self::Full(c) | Self::Corrupt(c) | Self::Setup(c) => &*c.0,
+        }
+    }
+}
+
+/// A store error's cause, shared rather than copied: one failed group write is the answer of
+/// every operation that waited on it.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl From<BoxedError> for Cause {
+    fn from(e: BoxedError) -> Self {
+        Self(Arc::from(e))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 #[async_trait]

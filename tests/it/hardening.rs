@@ -216,7 +216,8 @@ async fn bodies_in_flight_are_bounded_and_others_still_get_through() {
     ))
     .await;
     // Five senders each declare 200 KiB (the route's max_body is 256 KiB) and send only a
-    // little of it: together they hold 1000 KiB of the 1 MiB budget.
+    // little of it: together they hold 1000 KiB of the 1 MiB budget. Each waits for its
+    // 100 Continue, which the gateway sends only once the declared length is reserved.
     let declared = 200 * 1024;
     let mut holders = Vec::new();
     for _ in 0..5 {
@@ -224,14 +225,15 @@ async fn bodies_in_flight_are_bounded_and_others_still_get_through() {
             .await
             .unwrap();
         let head = format!(
-            "POST /webhooks/imggo HTTP/1.1\r\nHost: t\r\nX-ImgGo-Signature: {}\r\nContent-Length: {declared}\r\n\r\n",
+            "POST /webhooks/imggo HTTP/1.1\r\nHost: t\r\nX-ImgGo-Signature: {}\r\nContent-Length: {declared}\r\nExpect: 100-continue\r\n\r\n",
             "ab".repeat(32)
         );
         s.write_all(head.as_bytes()).await.unwrap();
+        let interim = read_head(&mut s, Duration::from_secs(5)).await;
+        assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
         s.write_all(&vec![b' '; 1000]).await.unwrap();
         holders.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // The sixth would exceed 1 MiB.
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.http))
         .await
@@ -595,4 +597,18 @@ async fn a_flood_of_unfinished_bodies_stays_within_the_budget() {
         ALLOWANCE >> 20
     );
     drop(held);
+}
+
+/// Reads one answer's head (to its blank line) from `s`, within `limit`.
+async fn read_head(s: &mut tokio::net::TcpStream, limit: Duration) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    let deadline = tokio::time::Instant::now() + limit;
+    while !out.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, s.read(&mut byte)).await {
+            Ok(Ok(1)) => out.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

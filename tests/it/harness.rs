@@ -1235,6 +1235,8 @@ pub struct PrivatePostgres {
     pub port: u16,
     dir: PathBuf,
     running: bool,
+    /// Server options beyond the port and socket (TLS).
+    options: String,
 }
 
 fn as_postgres(args: &[&str]) -> std::process::Output {
@@ -1265,6 +1267,16 @@ fn is_root() -> bool {
 
 impl PrivatePostgres {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that speaks only TLS over TCP, with `cert` and `key`: `hostssl` is the only
+    /// TCP rule of its pg_hba.conf, so a client that does not encrypt is refused.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("hookgate-pg-{port}-{:x}", rand_u64()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1288,10 +1300,35 @@ impl PrivatePostgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut options = String::new();
+        if let Some((cert, key)) = tls {
+            let (own_cert, own_key) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::copy(cert, &own_cert).unwrap();
+            std::fs::copy(key, &own_key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&own_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&own_cert)
+                .arg(&own_key)
+                .status()
+                .unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                own_cert.display(),
+                own_key.display()
+            );
+        }
         let mut pg = PrivatePostgres {
             port,
             dir,
             running: false,
+            options,
         };
         pg.resume();
         pg
@@ -1302,9 +1339,10 @@ impl PrivatePostgres {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options
         );
         let out = as_postgres(&[
             "pg_ctl",
@@ -1354,6 +1392,12 @@ impl Drop for PrivatePostgres {
 
 /// A self-signed certificate and key for localhost with `cn`, written to `dir`.
 pub fn make_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    make_cert_for(dir, cn, "DNS:localhost,IP:127.0.0.1")
+}
+
+/// A self-signed certificate and key with `cn` and the subject alternative names `san`
+/// (`DNS:name,IP:address`), written to `dir`.
+pub fn make_cert_for(dir: &Path, cn: &str, san: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
     let out = Command::new("openssl")
         .args([
@@ -1371,7 +1415,11 @@ pub fn make_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
             "-subj",
             &format!("/CN={cn}"),
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            &format!("subjectAltName={san}"),
+            // A server's certificate, not a CA's: rustls (as the Web PKI rules say) refuses
+            // a CA certificate as the end of a chain, which `req -x509` makes by default.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ])
         .arg("-keyout")
         .arg(&key)

@@ -464,3 +464,133 @@ async fn the_delivery_logs_filters_and_bulk_retry_work_on_postgres() {
     let db = TestDatabase::create();
     crate::delivery_log::filters_and_bulk_retry_on(&db.url()).await;
 }
+
+/// `sslmode` (PRODUCT.md §2, README "Postgres"): against a server that takes only TLS, with a
+/// certificate for `localhost`: `verify-full` goes through when the certificate is trusted
+/// (`SSL_CERT_FILE`) and the name is the one connected to, and is refused otherwise;
+/// `verify-ca` checks the chain and not the name; `require` encrypts without checking;
+/// `disable` is refused by the server, which proves the others were encrypted.
+#[tokio::test]
+async fn postgres_over_tls_checks_the_certificate_as_sslmode_says() {
+    let certs = tempfile::tempdir().unwrap();
+    // Named `localhost` only: reached as 127.0.0.1, only the name check refuses it.
+    let (cert, key) = make_cert_for(certs.path(), "pg-tls", "DNS:localhost");
+    let cert_file = cert.to_str().unwrap();
+    let pg = PrivatePostgres::start_with_tls(&cert, &key);
+    let db = TestDatabase::create_on(pg.port);
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let on_host = |host: &str, mode: &str| {
+        queue_route_on(
+            &format!("{}?sslmode={mode}", db.url().replace("127.0.0.1", host)),
+            &app.url(),
+            &analytics.url(),
+            "",
+        )
+    };
+
+    let delivered = |gw: Gateway, job: &'static str| {
+        let app = &app;
+        async move {
+            gw.wait_ready().await;
+            let (status, code, id) = queue(&gw, &delivery("job.completed", job)).await;
+            assert_eq!((status, code.as_str()), (200, "queued"), "{}", gw.log());
+            let id = id.unwrap();
+            eventually("the delivery at the app", || {
+                ids_per_delivery(app).contains_key(&id)
+            })
+            .await;
+        }
+    };
+    let with_mode = |mode: &str| on_host("127.0.0.1", mode);
+    delivered(
+        Gateway::start_with_env(
+            &on_host("localhost", "verify-full"),
+            &[("SSL_CERT_FILE", cert_file)],
+        )
+        .await,
+        "tls-full",
+    )
+    .await;
+    // The chain is trusted; the name is not the one connected to.
+    delivered(
+        Gateway::start_with_env(&with_mode("verify-ca"), &[("SSL_CERT_FILE", cert_file)]).await,
+        "tls-ca",
+    )
+    .await;
+    delivered(Gateway::start(&with_mode("require")).await, "tls-require").await;
+
+    let refused = |gw: Gateway, why: &'static str| async move {
+        eventually_within(why, Duration::from_secs(20), || {
+            gw.log().contains("Postgres does not answer")
+        })
+        .await;
+        let (status, code, _) = queue(&gw, &delivery("job.completed", "never")).await;
+        assert_eq!((status, code.as_str()), (503, "store_unavailable"), "{why}");
+        assert_eq!(
+            reqwest::get(gw.admin_url("/readyz"))
+                .await
+                .unwrap()
+                .status(),
+            503,
+            "{why}"
+        );
+        gw.log()
+    };
+    let log = refused(
+        Gateway::start_with_env(&with_mode("verify-full"), &[("SSL_CERT_FILE", cert_file)]).await,
+        "verify-full refuses a certificate for another name than 127.0.0.1",
+    )
+    .await;
+    assert!(log.contains("certificate"), "{log}");
+    let log = refused(
+        Gateway::start(&with_mode("verify-ca")).await,
+        "verify-ca refuses a certificate no root signed",
+    )
+    .await;
+    assert!(log.contains("certificate"), "{log}");
+    refused(
+        Gateway::start(&with_mode("disable")).await,
+        "the server refuses a client that does not encrypt",
+    )
+    .await;
+    assert!(!ids_per_delivery(&app).is_empty());
+}
+
+/// PRODUCT.md §9: `on_error: allow` does not apply to queue routes. With the store down, a
+/// forward route of the same gateway forwards without dedupe, as `allow` says, while the queue
+/// route answers 503 `store_unavailable` and nothing of it reaches its app.
+#[tokio::test]
+async fn on_error_allow_forwards_without_dedupe_but_never_lets_a_queue_route_skip_the_store() {
+    let mut pg = PrivatePostgres::start();
+    let db = TestDatabase::create_on(pg.port);
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let forwarded = Upstream::start().await;
+    let cfg = queue_route_on(&db.url(), &app.url(), &analytics.url(), "").replacen(
+        "routes:\n",
+        "  on_error: allow\nroutes:\n",
+        1,
+    ) + &imggo_route("fwd", "/webhooks/fwd", &forwarded.url(), "");
+    let gw = Gateway::start(&cfg).await;
+    gw.wait_ready().await;
+    pg.stop();
+
+    let (status, code, _) = queue(&gw, &delivery("job.completed", "down1")).await;
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    let resp = post_signed(
+        &gw.http_url("/webhooks/fwd"),
+        &delivery("job.completed", "down1"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(forwarded.count(), 1);
+    eventually_metric(
+        &gw,
+        "hookgate_dedupe_skipped_total",
+        &[("route", "fwd")],
+        1.0,
+    )
+    .await;
+    assert_eq!(app.count() + analytics.count(), 0);
+}

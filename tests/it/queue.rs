@@ -527,6 +527,11 @@ async fn a_full_disk_is_503_with_nothing_half_stored_and_recovers_once_there_is_
         }
     }
     let refused = refused.expect("a full disk must refuse a delivery");
+    let log = gw.settled_log().await;
+    assert!(
+        log.contains("store full"),
+        "the log names the full disk:\n{log}"
+    );
     // Nothing of the refused delivery was kept: it is not in the log, and never delivered.
     // The log may answer 503 store_unavailable while the file is reopened after the failed
     // write; it answers again once it is.

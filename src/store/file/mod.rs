@@ -64,11 +64,11 @@ impl FileStore {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Failed(format!("{}: {e}", dir.display())))?;
+                    .map_err(|e| StoreError::setup(format!("{}: {e}", dir.display())))?;
             }
         }
         let db = open_database(path)
-            .map_err(|e| StoreError::Failed(format!("{}: {e}", path.display())))?;
+            .map_err(|e| StoreError::setup(format!("{}: {e}", path.display())))?;
         let (counts, last_id) = Self::recount(&db)?;
         let db: Slot = Arc::new(ArcSwapOption::from_pointee(db));
         let counts = Arc::new(Mutex::new(counts));
@@ -83,7 +83,7 @@ impl FileStore {
         std::thread::Builder::new()
             .name("hookgate-store".into())
             .spawn(move || writer.run(&rx))
-            .map_err(|e| StoreError::Failed(format!("cannot start the store writer: {e}")))?;
+            .map_err(|e| StoreError::setup(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             db,
             writer: Mutex::new(tx),
@@ -142,7 +142,7 @@ impl FileStore {
     ) -> Result<R, StoreError> {
         self.submit(durable, f)?
             .await
-            .map_err(|_| StoreError::Failed("the write was not committed".into()))?
+            .map_err(|_| StoreError::unavailable("the write was not committed"))?
     }
 
     /// Hands `f` to the writer thread now, in order with every other write, and returns the
@@ -163,9 +163,9 @@ impl FileStore {
         });
         self.writer
             .lock()
-            .map_err(|_| StoreError::Failed("store writer lock poisoned".into()))?
+            .map_err(|_| StoreError::unavailable("store writer lock poisoned"))?
             .send(Op { durable, apply })
-            .map_err(|_| StoreError::Failed("the store writer stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("the store writer stopped"))?;
         Ok(rx)
     }
 
@@ -173,7 +173,7 @@ impl FileStore {
     fn database(&self) -> Result<Arc<Database>, StoreError> {
         self.db
             .load_full()
-            .ok_or_else(|| StoreError::Unavailable("the store file is being reopened".into()))
+            .ok_or_else(|| StoreError::unavailable("the store file is being reopened"))
     }
 
     /// Runs a read on a blocking thread.
@@ -184,7 +184,7 @@ impl FileStore {
         let db = self.database()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| StoreError::Failed(format!("store read failed: {e}")))?
+            .map_err(|e| StoreError::unavailable(format!("store read failed: {e}")))?
     }
 }
 
@@ -247,5 +247,19 @@ impl Store for FileStore {
 
     fn kind(&self) -> &'static str {
         "file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    #[tokio::test]
+    async fn the_file_store_keeps_every_promise_of_a_store_and_a_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&dir.path().join("state.db")).unwrap();
+        conformance::claims(&store).await;
+        conformance::queue(&store).await;
     }
 }

@@ -365,7 +365,7 @@ impl Queue for FileStore {
         let counts = self
             .counts
             .lock()
-            .map_err(|_| StoreError::Failed("store counts lock poisoned".into()))?;
+            .map_err(|_| StoreError::unavailable("store counts lock poisoned"))?;
         let mut keys: Vec<&String> = counts.pending.keys().chain(counts.dead.keys()).collect();
         keys.sort();
         keys.dedup();

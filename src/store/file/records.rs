@@ -91,14 +91,41 @@ pub(super) fn dest_key(route: &str, destination: &str) -> String {
     format!("{route}/{destination}")
 }
 
-pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed(e.to_string())
+/// A redb failure as a caller acts on it: a full disk, a damaged file, or (anything else) a
+/// store that cannot serve now.
+pub(super) fn err(e: impl Into<redb::Error>) -> StoreError {
+    let e = e.into();
+    match &e {
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => StoreError::full(e),
+        redb::Error::Corrupted(_) => StoreError::corrupt(e),
+        _ => StoreError::unavailable(e),
+    }
 }
 
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Failed(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(StoreError::corrupt)
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_and_a_damaged_file_are_told_apart_from_a_store_that_cannot_serve_now() {
+        const ENOSPC: i32 = 28;
+        let full = redb::Error::Io(std::io::Error::from_raw_os_error(ENOSPC));
+        assert!(matches!(err(full), StoreError::Full(_)));
+        let damaged = redb::Error::Corrupted("a page's checksum does not match".into());
+        assert!(matches!(err(damaged), StoreError::Corrupt(_)));
+        let busy = redb::Error::TransactionInProgress;
+        assert!(matches!(err(busy), StoreError::Unavailable(_)));
+        assert!(matches!(
+            decode::<StoredAttempt>(b"{not json"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
 }

@@ -256,15 +256,13 @@ impl Writer {
                     }
                     Err(still_read) => {
                         self.db.store(Some(still_read));
-                        return Err(StoreError::Unavailable(
-                            "reads still hold the store file".into(),
-                        ));
+                        return Err(StoreError::unavailable("reads still hold the store file"));
                     }
                 }
             }
         }
         let db = open_database(&self.path)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
+            .map_err(|e| StoreError::unavailable(format!("{}: {e}", self.path.display())))?;
         let (counts, _) = FileStore::recount(&db)?;
         if let Ok(mut c) = self.counts.lock() {
             *c = counts;

@@ -211,35 +211,7 @@ impl BreakerState for PostgresBreaker {
 mod tests {
     use super::*;
     use crate::store::breaker::conformance;
-
-    /// Runs `f` against its own database on this machine's PostgreSQL (user postgres, trust
-    /// auth), dropped afterwards.
-    async fn on_a_fresh_database(name: &str) -> (Arc<PostgresStore>, impl FnOnce()) {
-        let admin = |sql: String| {
-            let out = std::process::Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-qAt", "-c", &sql])
-                .output()
-                .expect("psql runs");
-            assert!(
-                out.status.success(),
-                "PostgreSQL on 127.0.0.1:5432 must answer: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let db = format!("hookgate_unit_{name}_{:08x}", rand::random::<u32>());
-        admin(format!("CREATE DATABASE {db}"));
-        let store = Arc::new(
-            PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}")).unwrap(),
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while store.ensure_ready().is_err() {
-            assert!(std::time::Instant::now() < deadline, "never migrated");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (store, move || {
-            admin(format!("DROP DATABASE {db} WITH (FORCE)"))
-        })
-    }
+    use crate::store::postgres::tests::on_a_fresh_database;
 
     #[tokio::test]
     async fn a_shared_breaker_follows_the_rules_and_one_replicas_probe_decides_for_all() {

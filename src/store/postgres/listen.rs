@@ -11,7 +11,7 @@ use tokio_postgres::AsyncMessage;
 /// acceptances and retries, reconnecting when the connection drops.
 pub(super) async fn background(
     config: tokio_postgres::Config,
-    tls: postgres_openssl::MakeTlsConnector,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     ready: Arc<AtomicBool>,
     changed: Arc<Notify>,
 ) {

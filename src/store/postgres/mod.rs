@@ -51,16 +51,24 @@ const POOL_SIZE: usize = 16;
 const DELIVERED: [u8; 16] = [0; 16];
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::unavailable(e.to_string())
 }
 
 /// What a Postgres error says, for logs: a server's error as its message and SQLSTATE, since
-/// tokio-postgres's own text for one is only "db error".
+/// tokio-postgres's own text for one is only "db error"; another with its causes, since its
+/// text for a TLS failure is only "error performing TLS handshake".
 fn described(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A failed statement as unavailable, saying what Postgres said.
@@ -118,7 +126,7 @@ impl PostgresStore {
         let (url, verify) = TlsVerify::from_url(url);
         let config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError::Failed(format!("invalid Postgres URL: {e}")))?;
+            .map_err(|e| StoreError::setup(format!("invalid Postgres URL: {e}")))?;
         let tls = tls_connector(verify)?;
         let manager = |config: tokio_postgres::Config| {
             Manager::from_config(
@@ -155,11 +163,11 @@ impl PostgresStore {
                 let _ = handle_tx.send(Ok(rt.handle().clone()));
                 rt.block_on(std::future::pending::<()>());
             })
-            .map_err(|e| StoreError::Failed(format!("cannot start the Postgres thread: {e}")))?;
+            .map_err(|e| StoreError::setup(format!("cannot start the Postgres thread: {e}")))?;
         let runtime = handle_rx
             .recv()
-            .map_err(|_| StoreError::Failed("the Postgres thread ended".into()))?
-            .map_err(|e| StoreError::Failed(format!("cannot start the Postgres runtime: {e}")))?;
+            .map_err(|_| StoreError::setup("the Postgres thread ended"))?
+            .map_err(|e| StoreError::setup(format!("cannot start the Postgres runtime: {e}")))?;
         let pool_of = |manager: Manager| {
             let _guard = runtime.enter();
             Pool::builder(manager)
@@ -169,7 +177,7 @@ impl PostgresStore {
                 .create_timeout(Some(Duration::from_secs(2)))
                 .recycle_timeout(Some(Duration::from_secs(2)))
                 .build()
-                .map_err(|e| StoreError::Failed(format!("cannot build the Postgres pool: {e}")))
+                .map_err(|e| StoreError::setup(format!("cannot build the Postgres pool: {e}")))
         };
         let (pool, worker_pool) = (pool_of(manager)?, pool_of(worker_manager)?);
         let store = Self {
@@ -196,8 +204,8 @@ impl PostgresStore {
         if self.ready.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(StoreError::Unavailable(
-                "Postgres is not reachable yet (or its schema is being migrated)".into(),
+            Err(StoreError::unavailable(
+                "Postgres is not reachable yet (or its schema is being migrated)",
             ))
         }
     }
@@ -227,10 +235,10 @@ impl PostgresStore {
                 work(client).await.map_err(statement_failed)
             })
             .await
-            .map_err(|_| StoreError::Unavailable("Postgres did not answer in time".into()))?
+            .map_err(|_| StoreError::unavailable("Postgres did not answer in time"))?
         });
         task.await
-            .map_err(|e| StoreError::Failed(format!("Postgres task failed: {e}")))?
+            .map_err(|e| StoreError::unavailable(format!("Postgres task failed: {e}")))?
     }
 
     /// Unfinished deliveries of `route`, counted at most once a second.
@@ -268,5 +276,50 @@ impl PostgresStore {
                 *n += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    /// Runs `f` against its own database on this machine's PostgreSQL (user postgres, trust
+    /// auth), dropped afterwards.
+    pub(in crate::store::postgres) async fn on_a_fresh_database(
+        name: &str,
+    ) -> (Arc<PostgresStore>, impl FnOnce()) {
+        let admin = |sql: String| {
+            let out = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-qAt", "-c", &sql])
+                .output()
+                .expect("psql runs");
+            assert!(
+                out.status.success(),
+                "PostgreSQL on 127.0.0.1:5432 must answer: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let db = format!("hookgate_unit_{name}_{:08x}", rand::random::<u32>());
+        admin(format!("CREATE DATABASE {db}"));
+        let store = Arc::new(
+            PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}")).unwrap(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.ensure_ready().is_err() {
+            assert!(std::time::Instant::now() < deadline, "never migrated");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (store, move || {
+            admin(format!("DROP DATABASE {db} WITH (FORCE)"))
+        })
+    }
+
+    #[tokio::test]
+    async fn postgres_keeps_every_promise_of_a_store_and_a_queue() {
+        let (store, drop_db) = on_a_fresh_database("conformance").await;
+        conformance::claims(&*store).await;
+        conformance::queue(&*store).await;
+        drop_db();
     }
 }

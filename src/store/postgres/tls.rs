@@ -1,6 +1,12 @@
 //! TLS to Postgres, as libpq's `sslmode` asks for it.
 
 use crate::store::StoreError;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
 
 /// How the server's certificate is checked, as libpq's `sslmode` says: `disable`, `prefer` and
 /// `require` do not check it (encryption only), `verify-ca` checks the chain against the system's
@@ -27,35 +33,121 @@ impl TlsVerify {
     }
 }
 
+/// The connector for `verify`: rustls with the process's crypto provider, the roots from the
+/// system's store (or `SSL_CERT_FILE`, as OpenSSL-based clients read it) when anything is checked.
 pub(super) fn tls_connector(
     verify: TlsVerify,
-) -> Result<postgres_openssl::MakeTlsConnector, StoreError> {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let mut builder = SslConnector::builder(SslMethod::tls())
-        .map_err(|e| StoreError::Failed(format!("TLS for Postgres: {e}")))?;
-    if verify == TlsVerify::None {
-        builder.set_verify(SslVerifyMode::NONE);
-    } else {
-        for ca in [
-            "/etc/ssl/certs/ca-certificates.crt",
-            "/etc/pki/tls/certs/ca-bundle.crt",
-        ] {
-            if std::path::Path::new(ca).is_file() {
-                builder
-                    .set_ca_file(ca)
-                    .map_err(|e| StoreError::Failed(format!("TLS for Postgres: {ca}: {e}")))?;
-                break;
-            }
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let failed = |e: rustls::Error| StoreError::setup(format!("TLS for Postgres: {e}"));
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(failed)?;
+    let verifier: Arc<dyn ServerCertVerifier> = match verify {
+        TlsVerify::None => Arc::new(Unchecked {
+            chain: None,
+            provider,
+        }),
+        TlsVerify::Chain => Arc::new(Unchecked {
+            chain: Some(web_pki(&provider)?),
+            provider,
+        }),
+        TlsVerify::ChainAndHost => web_pki(&provider)?,
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Chain and name checked against the system's roots.
+fn web_pki(provider: &Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>, StoreError> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(system_roots()?), provider.clone())
+        .build()
+        .map_err(|e| StoreError::setup(format!("TLS for Postgres: {e}")))
+}
+
+fn system_roots() -> Result<RootCertStore, StoreError> {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "no CA certificate found".into());
+        return Err(StoreError::setup(format!(
+            "TLS for Postgres: the system's CA roots: {why}"
+        )));
+    }
+    Ok(roots)
+}
+
+/// `sslmode` below `verify-full`: with `chain`, the chain is checked and the name is not
+/// (`verify-ca`); without it, nothing about the certificate is (`prefer`, `require`), as libpq
+/// does. The handshake's signatures are always checked, so the session is with the key the
+/// certificate names.
+#[derive(Debug)]
+struct Unchecked {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            checked => checked,
         }
     }
-    let mut connector = postgres_openssl::MakeTlsConnector::new(builder.build());
-    if verify != TlsVerify::ChainAndHost {
-        connector.set_callback(|config, _| {
-            config.set_verify_hostname(false);
-            Ok(())
-        });
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
-    Ok(connector)
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[cfg(test)]

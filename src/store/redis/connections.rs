@@ -67,9 +67,7 @@ impl ThreadConnections {
                 .failed_at
                 .is_some_and(|at| at.elapsed() < RECONNECT_PAUSE)
             {
-                return Err(StoreError::Unavailable(
-                    "Redis did not answer a moment ago".into(),
-                ));
+                return Err(StoreError::unavailable("Redis did not answer a moment ago"));
             }
         }
         let made = self.connect(epoch).await;
@@ -86,7 +84,7 @@ impl ThreadConnections {
             }
             Err(e) => {
                 local.failed_at = Some(Instant::now());
-                Err(StoreError::Unavailable(e))
+                Err(StoreError::unavailable(e))
             }
         }
     }

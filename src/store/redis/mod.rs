@@ -73,7 +73,7 @@ impl RedisStore {
     /// own connection.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+            .map_err(|e| StoreError::setup(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(TIMEOUT)
             .set_response_timeout(TIMEOUT)
@@ -118,7 +118,7 @@ impl RedisStore {
                     std::future::pending::<()>().await;
                 });
             })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the Redis thread: {e}")))?;
+            .map_err(|e| StoreError::unavailable(format!("cannot start the Redis thread: {e}")))?;
         let _ = tried.recv();
         Ok(Self {
             conn,
@@ -135,7 +135,7 @@ impl RedisStore {
     fn connection(&self) -> Result<&ConnectionManager, StoreError> {
         self.conn
             .get()
-            .ok_or_else(|| StoreError::Unavailable("not connected to Redis yet".into()))
+            .ok_or_else(|| StoreError::unavailable("not connected to Redis yet"))
     }
 
     fn redis_key(&self, key: &DeliveryKey) -> String {
@@ -159,14 +159,14 @@ impl RedisStore {
             Err(failed) if failed.dropped => {
                 self.threads.dropped(c.epoch);
                 if !once_more {
-                    return Err(StoreError::Unavailable(failed.message).into());
+                    return Err(StoreError::unavailable(failed.message).into());
                 }
                 let c = self.threads.get().await?;
                 request.send(&c).await
             }
             answer => answer,
         };
-        let value = answer.map_err(|failed| StoreError::Unavailable(failed.message))?;
+        let value = answer.map_err(|failed| StoreError::unavailable(failed.message))?;
         match value.extract_error() {
             Ok(value) => T::from_owned_redis_value(value).map_err(|e| unavailable(e).into()),
             Err(refused) => Err(SendError::Refused(refused)),
@@ -279,7 +279,7 @@ impl From<StoreError> for SendError {
 }
 
 fn unavailable(e: RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::unavailable(e.to_string())
 }
 
 /// Another gateway holds the key's claim, which runs out in `pttl` ms (below 0: already gone).
@@ -341,7 +341,7 @@ impl Store for RedisStore {
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::unavailable(e.to_string()))
     }
 
     fn kind(&self) -> &'static str {

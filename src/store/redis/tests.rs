@@ -122,3 +122,19 @@ async fn a_full_redis_refusing_the_claim_does_not_switch_claims_to_the_script() 
     assert_eq!(sets, 2, "each claim tried SET NX GET");
     assert_eq!(scripts, 0);
 }
+
+/// The machine's Redis (127.0.0.1:6379), under a prefix of this run's own.
+#[tokio::test]
+async fn redis_keeps_every_promise_of_a_store() {
+    let prefix = format!("hookgate-unit-{:08x}", rand::random::<u32>());
+    let store = RedisStore::connect("redis://127.0.0.1:6379/0", &prefix).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis on 127.0.0.1:6379 must answer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    crate::store::conformance::claims(&store).await;
+}
