@@ -45,6 +45,33 @@ def start(cmd, env=None, log="/dev/null"):
     return p
 
 
+NATS = ("127.0.0.1", 4222)
+NATS_STREAM = f"HOOKGATE_LOAD_{os.getpid()}"
+NATS_SUBJECT = f"hookgate.load.{os.getpid()}"
+
+
+def jetstream_api(verb, body=b""):
+    """One JetStream API request on the machine's NATS over its text protocol (no client library
+    needed here): `verb` is e.g. STREAM.CREATE.<name>; returns the JSON answer."""
+    import json
+    s = socket.create_connection(NATS, 5)
+    try:
+        s.recv(4096)  # INFO
+        s.sendall(b'CONNECT {"verbose":false}\r\nSUB _INBOX.load 1\r\n'
+                  + f"PUB $JS.API.{verb} _INBOX.load {len(body)}\r\n".encode() + body + b"\r\n")
+        data = b""
+        while True:
+            m = re.search(rb"MSG _INBOX\.load 1 (\d+)\r\n", data)
+            if m and len(data) >= m.end() + int(m.group(1)):
+                return json.loads(data[m.end():m.end() + int(m.group(1))])
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit(f"NATS closed during {verb}")
+            data += chunk
+    finally:
+        s.close()
+
+
 def cpu_seconds(session):
     """CPU time (user + system) used so far by every process of a target's session."""
     total = 0
@@ -81,7 +108,7 @@ def stop_all():
 ports = {k: free_port() for k in ("upstream", "nginx", "haproxy", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis",
                                   "hookgate-queue", "admin-queue", "hookgate-base", "admin-base",
                                   "hookgate-pg", "admin-hookgate-pg", "hookgate-queue-pg", "admin-hookgate-queue-pg",
-                                  "qhook", "qhook-pg")}
+                                  "qhook", "qhook-pg", "hookgate-queue-nats", "admin-queue-nats")}
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 upstream = f"127.0.0.1:{ports['upstream']}"
 try:
@@ -219,6 +246,28 @@ routes:
                                        env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
     wait_port(ports["hookgate-queue"])
 
+    # The same queue route with one JetStream destination instead of the HTTP app (the machine's
+    # NATS, a stream of this run's own): does the drain keep up at full acceptance load as the
+    # HTTP one does?
+    import json
+    created = jetstream_api(f"STREAM.CREATE.{NATS_STREAM}", json.dumps({
+        "name": NATS_STREAM, "subjects": [NATS_SUBJECT], "storage": "file",
+        "max_msgs": 300000, "discard": "old", "duplicate_window": 120_000_000_000}).encode())
+    if "error" in created:
+        raise SystemExit(f"JetStream stream for the bench: {created['error']}")
+    nats_config = os.path.join(tmp, "hookgate-queue-nats.yaml")
+    text = open(queue_config).read()
+    text = text.replace(f"127.0.0.1:{ports['hookgate-queue']}", f"127.0.0.1:{ports['hookgate-queue-nats']}")
+    text = text.replace(f"127.0.0.1:{ports['admin-queue']}", f"127.0.0.1:{ports['admin-queue-nats']}")
+    text = text.replace("upgrade-queue.sock", "upgrade-queue-nats.sock")
+    text = text.replace(f"file:{tmp}/queue.db", f"file:{tmp}/queue-nats.db")
+    text = text.replace(f'upstreams: [{{ name: app, url: "http://{upstream}" }}]',
+                        f'upstreams: [{{ name: app, url: "nats://{NATS[0]}:{NATS[1]}", subject: "{NATS_SUBJECT}" }}]')
+    open(nats_config, "w").write(text)
+    sessions["hookgate-queue-nats"] = start([f"{REL}/hookgate", "--log-format", "json", "run", "-c", nats_config],
+                                            env={"RUST_LOG": os.environ.get("RUST_LOG", "info")}).pid
+    wait_port(ports["hookgate-queue-nats"])
+
     # Postgres, the store replicas share: a forward route (dedupe, vs Redis) and a queue route
     # (acceptance, vs the file store), on a database made for this run and dropped after it.
     PG = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432")
@@ -346,7 +395,8 @@ handlers:
     targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "haproxy": ports["haproxy"],
                "pingora": ports["pingora"],
                "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"],
-               "hookgate-queue": ports["hookgate-queue"], "hookgate-pg": ports["hookgate-pg"],
+               "hookgate-queue": ports["hookgate-queue"], "hookgate-queue-nats": ports["hookgate-queue-nats"],
+               "hookgate-pg": ports["hookgate-pg"],
                "hookgate-queue-pg": ports["hookgate-queue-pg"]}
 
     if BASELINE:
@@ -403,6 +453,8 @@ handlers:
             extra = ""
             if name == "hookgate-queue":
                 extra = f"  backlog {queue_backlog()}"
+            elif name == "hookgate-queue-nats":
+                extra = f"  backlog {queue_backlog('admin-queue-nats')}"
             elif name == "hookgate-queue-pg":
                 # Its worker drains the backlog with Postgres's CPU: wait for it here, so that
                 # the drain does not load the next target's round.
@@ -440,7 +492,10 @@ handlers:
               f"CPU per request {med[ours][3] / med[name][3]:.2f}x, p99 {med[ours][2] / med[name][2]:.2f}x")
     # Drain rate: how fast one replica empties a backlog it was left with.
     # (Postgres's is waited for after each of its rounds, above.)
-    for label, pending in (("file", queue_backlog),):
+    print(f"hookgate queue mode to JetStream / to the HTTP app (file store both): "
+          f"{med['hookgate-queue-nats'][0] / med['hookgate-queue'][0]:.2f}x req/s, "
+          f"CPU per delivery {med['hookgate-queue-nats'][3] / med['hookgate-queue'][3]:.2f}x")
+    for label, pending in (("file", queue_backlog), ("file, to JetStream", lambda: queue_backlog("admin-queue-nats"))):
         start_backlog, left, took = wait_drained(pending)
         rate = (start_backlog - left) / took if took > 0 else 0
         print(f"queue backlog on {label} after the last round: {start_backlog}; "
@@ -482,3 +537,7 @@ finally:
     # Best effort: drop the Redis keys this run left behind (they carry the run's prefix).
     subprocess.run(f"redis-cli --scan --pattern 'hookgate-load-{os.getpid()}:*' | xargs -r -n 1000 redis-cli del > /dev/null",
                    shell=True, check=False)
+    try:
+        jetstream_api(f"STREAM.DELETE.{NATS_STREAM}")
+    except (OSError, SystemExit):
+        pass

@@ -9,6 +9,8 @@
 #   hookgate-redis   the same on the Redis store
 #   hookgate-queue   the same checks on a queue route (file store, durable before "queued"), delivering
 #                    to the same app in the background
+#   hookgate-queue-nats   the same queue route with one JetStream destination (the machine's NATS on
+#                    4222, a stream of the run's own) instead of the app
 # wrk replays pre-signed, all-distinct deliveries. Prints req/s, p50, p99 per target and the
 # ratios to nginx and to plain Pingora. Usage: benches/load.sh [seconds per round] [rounds] [connections]
 set -euo pipefail

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use hookgate::pipeline::DeliveryKey;
 use hookgate::store::file::FileStore;
-use hookgate::store::queue::{unix_ms, Enqueued, NewDelivery, Queue};
+use hookgate::store::queue::{unix_ms, Enqueued, NewDelivery, Next, Queue};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -115,7 +115,7 @@ async fn main() {
                 duration_ms: 1,
                 status: Some(200),
                 error: None,
-                next: None,
+                next: Next::Delivered,
                 counts: true,
             };
             let store = store.clone();

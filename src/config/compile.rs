@@ -587,10 +587,10 @@ fn mode(cx: &mut Ctx<'_>, at: &str, r: &RawRoute, upstream_timeout: Duration) ->
                 }
             }
             let policy = delivery_policy(cx, &format!("{at}.delivery"), r.delivery.as_ref());
-            Some(Mode::Queue(Queue {
+            Some(Mode::Queue(Arc::new(QueueSettings {
                 destinations,
                 policy,
-            }))
+            })))
         }
     }
 }

@@ -118,7 +118,7 @@ pub struct Route {
 
 impl Route {
     /// Its queue, for a route in queue mode.
-    pub fn queue(&self) -> Option<&Queue> {
+    pub fn queue(&self) -> Option<&QueueSettings> {
         match &self.mode {
             Mode::Queue(q) => Some(q),
             Mode::Forward { .. } => None,
@@ -145,16 +145,18 @@ pub enum Mode {
         upstream: Upstream,
         timeout: Duration,
     },
-    /// Store it durably, answer `queued`, deliver in the background.
-    Queue(Queue),
+    /// Store it durably, answer `queued`, deliver in the background. Shared with the route's
+    /// dispatch and its attempts, which outlive a reload of the config.
+    Queue(Arc<QueueSettings>),
 }
 
-pub struct Queue {
+/// A queue route's destinations and delivery policy.
+pub struct QueueSettings {
     pub destinations: Vec<Destination>,
     pub policy: DeliveryPolicy,
 }
 
-impl Queue {
+impl QueueSettings {
     pub fn has_destination(&self, name: &str) -> bool {
         self.destinations.iter().any(|d| &*d.name == name)
     }

@@ -3,7 +3,7 @@
 //! metric series every delivery touches.
 
 use super::forward::UpstreamLink;
-use crate::config::{DestinationTarget, Mode, RequestPolicy, Route};
+use crate::config::{DestinationTarget, Mode, QueueSettings, RequestPolicy, Route};
 use crate::destination::{self, Publisher};
 use crate::metrics::Metrics;
 use prometheus::{Histogram, IntCounter};
@@ -17,18 +17,26 @@ pub struct ActiveConfig {
 
 /// A route's way to its app(s) and its hot metric series.
 pub struct RouteState {
-    pub target: Target,
+    pub dispatch: Dispatch,
     pub forwarded: IntCounter,
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
     pub upstream_2xx: IntCounter,
 }
 
-pub enum Target {
-    /// A forward route's app (boxed: a link is large, a queue route's list is not).
+/// What a route does with a clean delivery, built once per (re)load from the route's mode: the
+/// request path and the worker read this alone, so a mode and a link cannot disagree.
+pub enum Dispatch {
+    /// Forward: the app's link (boxed: a link is large, a queue route's dispatch is not).
     Forward(Box<UpstreamLink>),
-    /// A queue route's destinations, in config order.
-    Queue(Vec<DestinationLink>),
+    /// Queue: the route's settings and a link per destination.
+    Queue(QueueDispatch),
+}
+
+pub struct QueueDispatch {
+    pub settings: Arc<QueueSettings>,
+    /// One per `settings.destinations`, in the same order.
+    links: Vec<DestinationLink>,
 }
 
 /// How the worker reaches one queue destination.
@@ -44,12 +52,14 @@ impl ActiveConfig {
             .iter()
             .map(|r| {
                 let name: &str = &r.name;
-                let target = match &r.mode {
+                let dispatch = match &r.mode {
                     Mode::Forward { upstream, timeout } => {
-                        Target::Forward(Box::new(UpstreamLink::new(upstream, *timeout)))
+                        Dispatch::Forward(Box::new(UpstreamLink::new(upstream, *timeout)))
                     }
-                    Mode::Queue(q) => Target::Queue(
-                        q.destinations
+                    Mode::Queue(q) => Dispatch::Queue(QueueDispatch {
+                        settings: q.clone(),
+                        links: q
+                            .destinations
                             .iter()
                             .map(|d| match &d.target {
                                 DestinationTarget::Http(upstream) => DestinationLink::Http(
@@ -60,10 +70,10 @@ impl ActiveConfig {
                                 ),
                             })
                             .collect(),
-                    ),
+                    }),
                 };
                 RouteState {
-                    target,
+                    dispatch,
                     forwarded: metrics.requests.with_label_values(&[name, "forwarded"]),
                     request_duration: metrics.request_duration.with_label_values(&[name]),
                     upstream_duration: metrics.upstream_duration.with_label_values(&[name]),
@@ -76,9 +86,10 @@ impl ActiveConfig {
 
     /// Every upstream link (for the idle-connection sweep).
     pub fn links(&self) -> impl Iterator<Item = &UpstreamLink> {
-        self.routes.iter().flat_map(|r| match &r.target {
-            Target::Forward(link) => vec![&**link],
-            Target::Queue(links) => links
+        self.routes.iter().flat_map(|r| match &r.dispatch {
+            Dispatch::Forward(link) => vec![&**link],
+            Dispatch::Queue(q) => q
+                .links
                 .iter()
                 .filter_map(|l| match l {
                     DestinationLink::Http(link) => Some(&**link),
@@ -95,11 +106,14 @@ impl ActiveConfig {
 
     /// A queue route's destination link by name.
     pub fn destination(&self, route: &Route, name: &str) -> Option<&DestinationLink> {
-        let (Mode::Queue(q), Target::Queue(links)) = (&route.mode, &self.route(route).target)
-        else {
+        let Dispatch::Queue(q) = &self.route(route).dispatch else {
             return None;
         };
-        let i = q.destinations.iter().position(|d| &*d.name == name)?;
-        links.get(i)
+        let i = q
+            .settings
+            .destinations
+            .iter()
+            .position(|d| &*d.name == name)?;
+        q.links.get(i)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::delivery::timed;
 use super::runtime::Runtime;
-use crate::config::{Queue, Route};
+use crate::config::{QueueSettings, Route};
 use crate::metrics::StoreOp;
 use crate::pipeline::Checked;
 use crate::rejection::{Answer, Rejection};
@@ -15,7 +15,7 @@ use bytes::Bytes;
 pub async fn enqueue(
     rt: &Runtime,
     route: &Route,
-    queue: &Queue,
+    queue: &QueueSettings,
     checked: Checked,
     target: &str,
     headers: Bytes,

@@ -7,12 +7,11 @@
 //! `HttpServerApp` instead: read the head, run the head checks, read the whole body, run the body
 //! checks, and only then hand the delivery on.
 
-use super::active::{RouteState, Target};
+use super::active::{Dispatch, RouteState};
 use super::forward;
 use super::outcome::{self, Outcome, RequestLog};
 use super::runtime::Runtime;
 use super::{body, delivery, enqueue};
-use crate::config::Mode;
 use crate::pipeline::{self, size, Head};
 use crate::rejection::{Answer, Rejection};
 use crate::spans::{self, Kind, OpenSpan};
@@ -245,9 +244,9 @@ impl GatewayApp {
             }
         };
 
-        match (&route.mode, &state.target) {
+        match &state.dispatch {
             // Queue: stored durably, answered at once, delivered in the background.
-            (Mode::Queue(queue), _) => {
+            Dispatch::Queue(queue) => {
                 let mut headers = BytesMut::with_capacity(1024);
                 forward::write_headers(&mut headers, req, &client, peer, &log.request_id, &trace);
                 let target = forward::target(req).to_string();
@@ -255,7 +254,7 @@ impl GatewayApp {
                 let answer = enqueue::enqueue(
                     rt,
                     &route,
-                    queue,
+                    &queue.settings,
                     checked,
                     &target,
                     headers.freeze(),
@@ -288,7 +287,7 @@ impl GatewayApp {
             // completes (it is only cancelled with the whole runtime, like a crash, where the
             // claim's lease covers it): a sender that hangs up does not abort the exchange, so
             // the app's answer still decides the claim and no delivery is doubled.
-            (Mode::Forward { .. }, Target::Forward(link)) => {
+            Dispatch::Forward(link) => {
                 let head =
                     forward::upstream_head(req, &client, peer, &log.request_id, &trace, body.len());
                 let result =
@@ -321,17 +320,6 @@ impl GatewayApp {
                         Ended::Complete
                     }
                 }
-            }
-            (Mode::Forward { .. }, Target::Queue(_)) => {
-                // The active config builds each route's target from its own mode.
-                self.reply(
-                    session,
-                    &log,
-                    Some(state),
-                    Rejection::UpstreamUnavailable.into(),
-                )
-                .await;
-                Ended::Complete
             }
         }
     }

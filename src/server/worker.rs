@@ -10,14 +10,14 @@ use super::active::{ActiveConfig, DestinationLink};
 use super::breaker::Breaker;
 use super::forward::{self, UpstreamLink};
 use super::runtime::Runtime;
-use crate::config::{DeliveryPolicy, Mode, Route};
+use crate::config::{DeliveryPolicy, Mode, QueueSettings, Route};
 use crate::destination::{self, Message, Publisher};
 use crate::exchange::ExchangeError;
 use crate::metrics::status_class;
 use crate::schedule;
 use crate::spans::{self, Kind, OpenSpan, Value};
 use crate::store::breaker::Gate;
-use crate::store::queue::{unix_ms, AttemptResult, DueAttempt, Queue};
+use crate::store::queue::{unix_ms, AttemptResult, DueAttempt, Next, Queue};
 use crate::trace;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -199,6 +199,7 @@ impl BackgroundService for Worker {
                                     queue: self.queue.clone(),
                                     active: active.clone(),
                                     route: route.clone(),
+                                    settings: q.clone(),
                                     room: room.clone(),
                                     finished: finished.clone(),
                                     probe,
@@ -295,6 +296,8 @@ struct Attempt {
     queue: Arc<dyn Queue>,
     active: Arc<ActiveConfig>,
     route: Arc<Route>,
+    /// The route's queue settings as the attempt was taken.
+    settings: Arc<QueueSettings>,
     room: Arc<Room>,
     finished: Arc<tokio::sync::Notify>,
     /// The one attempt that probes a destination whose breaker's cooldown ended.
@@ -372,9 +375,7 @@ impl Attempt {
         let route = &self.route;
         let started = SystemTime::now();
         let t = Instant::now();
-        let Mode::Queue(q) = &route.mode else {
-            return self.failed(a, started, t, None, "not a queue route".into());
-        };
+        let q = &self.settings;
         let Some(link) = self.active.destination(route, &a.destination) else {
             // The destination left the config: it waits, dead, for a retry by hand.
             return self.failed(a, started, t, None, "destination not in the config".into());
@@ -412,7 +413,7 @@ impl Attempt {
                     duration_ms: t.elapsed().as_millis() as u64,
                     status: answer.status,
                     error: None,
-                    next: None,
+                    next: Next::Delivered,
                     counts: true,
                 }
             }
@@ -504,7 +505,7 @@ impl Attempt {
         };
         match held_until {
             Some(at) => {
-                failed.next = Some(Some(unix_ms(at)));
+                failed.next = Next::RetryAt(unix_ms(at));
                 failed.counts = false;
                 failed
             }
@@ -529,7 +530,7 @@ impl Attempt {
             duration_ms: t.elapsed().as_millis() as u64,
             status,
             error: Some(error),
-            next: Some(None),
+            next: Next::Dead,
             counts: true,
         }
     }
@@ -555,7 +556,7 @@ impl AttemptResult {
                 .inc();
             tracing::warn!(route = %route.name, destination = %a.destination, delivery_id = %a.id, attempts = a.attempt, "queued delivery is dead after its last retry");
         }
-        self.next = Some(next);
+        self.next = Next::after_failure(next);
         self
     }
 }

@@ -1,4 +1,8 @@
-//! Signature schemes (PRODUCT.md §4): one verifier interface, one small file per scheme.
+//! Signature schemes (PRODUCT.md §4): one verifier interface, [`Scheme`]. A file holds a scheme
+//! or a family of them: Stripe, Slack and Standard Webhooks (with Svix) their own; body HMACs
+//! (ImgGo, GitHub, Shopify, the generic `hmac`, and the fixed presets) in `body_hmac.rs`; the
+//! public-key presets in `asymmetric.rs`; the presets with a layout of their provider's own in
+//! `providers.rs`. `name.rs` is the one list of names a config can give.
 
 mod asymmetric;
 mod body_hmac;

@@ -4,7 +4,7 @@
 
 use super::queue::{
     unix_ms, AttemptResult, DeliveryId, DeliveryState, DestinationState, Enqueued, ListFilter,
-    NewDelivery, Queue,
+    NewDelivery, Next, Queue,
 };
 use super::{Claim, Store};
 use crate::pipeline::DeliveryKey;
@@ -109,7 +109,7 @@ fn outcome(
     destination: &str,
     attempt: u32,
     status: Option<u16>,
-    next: Option<Option<u64>>,
+    next: Next,
 ) -> AttemptResult {
     AttemptResult {
         id,
@@ -154,7 +154,7 @@ pub async fn accept_take_record(q: &dyn Queue) {
             .is_empty(),
         "an attempt held by its lease is not handed out twice"
     );
-    q.record(outcome(id, "app", 1, Some(200), None))
+    q.record(outcome(id, "app", 1, Some(200), Next::Delivered))
         .await
         .unwrap();
 
@@ -165,9 +165,15 @@ pub async fn accept_take_record(q: &dyn Queue) {
     assert_eq!(taken.len(), 1);
     let first_scheduled = taken[0].scheduled;
     let retry_at = now_ms() + 60_000;
-    q.record(outcome(id, "analytics", 1, Some(503), Some(Some(retry_at))))
-        .await
-        .unwrap();
+    q.record(outcome(
+        id,
+        "analytics",
+        1,
+        Some(503),
+        Next::RetryAt(retry_at),
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         q.next_due(route, "analytics").await.unwrap(),
         Some(retry_at)
@@ -215,7 +221,7 @@ pub async fn accept_take_record(q: &dyn Queue) {
     assert_eq!(detail.attempts.len(), 2);
     assert_eq!(q.body(id).await.unwrap(), Some(body));
 
-    q.record(outcome(id, "analytics", 2, Some(204), None))
+    q.record(outcome(id, "analytics", 2, Some(204), Next::Delivered))
         .await
         .unwrap();
     let detail = q.get(id).await.unwrap().unwrap();
@@ -256,7 +262,7 @@ pub async fn max_queued_bounds_a_route(q: &dyn Queue) {
     // Refused, not kept: its key is not claimed.
     let taken = q.take_due(route, "app", now_ms(), 10, LEASE).await.unwrap();
     let attempt = taken.iter().find(|a| a.id == first).unwrap().attempt;
-    q.record(outcome(first, "app", attempt, Some(200), None))
+    q.record(outcome(first, "app", attempt, Some(200), Next::Delivered))
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -280,10 +286,10 @@ pub async fn purge_keeps_what_is_pending(q: &dyn Queue) {
     let pending = queued(q, delivery(route, None, &["app"])).await;
     let taken = q.take_due(route, "app", now_ms(), 10, LEASE).await.unwrap();
     assert_eq!(taken.len(), 3);
-    q.record(outcome(delivered, "app", 1, Some(200), None))
+    q.record(outcome(delivered, "app", 1, Some(200), Next::Delivered))
         .await
         .unwrap();
-    q.record(outcome(dead, "app", 1, Some(500), Some(None)))
+    q.record(outcome(dead, "app", 1, Some(500), Next::Dead))
         .await
         .unwrap();
     q.record(outcome(
@@ -291,7 +297,7 @@ pub async fn purge_keeps_what_is_pending(q: &dyn Queue) {
         "app",
         1,
         None,
-        Some(Some(now_ms() + 60_000)),
+        Next::RetryAt(now_ms() + 60_000),
     ))
     .await
     .unwrap();
@@ -328,7 +334,7 @@ pub async fn the_log_filters_pages_and_retries(q: &dyn Queue) {
     let taken = q.take_due(route, "app", now_ms(), 10, LEASE).await.unwrap();
     assert_eq!(taken.len(), 5);
     let fresh = taken[0].scheduled;
-    q.record(outcome(dead, "app", 1, Some(500), Some(None)))
+    q.record(outcome(dead, "app", 1, Some(500), Next::Dead))
         .await
         .unwrap();
 

@@ -5,6 +5,7 @@
 
 use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
+use crate::store::claim_wait;
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Token 0 marks a delivered key.
-const DELIVERED: u64 = 0;
+const DELIVERED: u64 = ClaimToken::DELIVERED.0 as u64;
 
 /// Check-then-set on one key must be atomic; a stripe of small locks (picked by the key, which is
 /// already a hash) gives that with the cache's plain get/insert/remove.
@@ -152,7 +153,7 @@ impl Store for MemoryStore {
         Ok(match self.live(key.id) {
             Some(r) if r.token == DELIVERED => Claim::Delivered,
             Some(r) => Claim::InFlight {
-                retry_after: Duration::from_millis(r.expires_ms.saturating_sub(self.now_ms())),
+                retry_after: claim_wait(Some(r.expires_ms as i64), self.now_ms() as i64),
             },
             None => {
                 let token = ClaimToken::random();

@@ -24,10 +24,21 @@ use std::time::Duration;
 pub struct ClaimToken(pub u128);
 
 impl ClaimToken {
+    /// What every engine stores in a delivered key's claim: no owner's token is ever this.
+    pub const DELIVERED: ClaimToken = ClaimToken(0);
+
     pub fn random() -> Self {
-        // Never 0: the memory store uses 0 for "delivered".
+        // Odd, so never `DELIVERED`, not even in the memory store's low 64 bits.
         Self(rand::random::<u128>() | 1)
     }
+}
+
+/// How long a sender is asked to wait for a claim that holds until `until_ms` (Unix ms), seen
+/// at `now_ms`: until it runs out, or a second when the store cannot tell.
+pub fn claim_wait(until_ms: Option<i64>, now_ms: i64) -> Duration {
+    until_ms.map_or(Duration::from_secs(1), |until| {
+        Duration::from_millis(until.saturating_sub(now_ms).max(0) as u64)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -116,11 +116,29 @@ pub struct AttemptResult {
     pub status: Option<u16>,
     /// Why it failed without an answer (`timeout`, `unavailable`).
     pub error: Option<String>,
-    /// `None`: delivered. `Some(Some(t))`: try again at `t`. `Some(None)`: dead.
-    pub next: Option<Option<u64>>,
+    /// What becomes of the destination.
+    pub next: Next,
     /// Whether it counts against the delivery's retries: a failure while the destination's
     /// breaker holds it open does not (its schedule stays where it was).
     pub counts: bool,
+}
+
+/// What an attempt's outcome makes of its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The destination has it: done.
+    Delivered,
+    /// Try again at this time (Unix ms).
+    RetryAt(u64),
+    /// No retry is left: dead until retried by hand.
+    Dead,
+}
+
+impl Next {
+    /// After a failure: the retry the schedule gives, or dead when it gives none.
+    pub fn after_failure(retry_at: Option<u64>) -> Self {
+        retry_at.map_or(Self::Dead, Self::RetryAt)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +160,20 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
+    /// A delivery's state from its destinations': dead if any is, else pending if any is.
+    pub fn of(destinations: impl Iterator<Item = DestinationState> + Clone) -> Self {
+        if destinations.clone().any(|s| s == DestinationState::Dead) {
+            Self::Dead
+        } else if destinations
+            .into_iter()
+            .any(|s| s == DestinationState::Pending)
+        {
+            Self::Pending
+        } else {
+            Self::Delivered
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(Self::Pending),

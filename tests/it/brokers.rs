@@ -182,14 +182,32 @@ struct PrivateNats {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Server options beyond JetStream, the address and the port (TLS).
+    options: Vec<String>,
 }
 
 impl PrivateNats {
     fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// A server that speaks only TLS, with `cert` and `key`.
+    fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(vec![
+            "--tls".into(),
+            "--tlscert".into(),
+            cert.display().to_string(),
+            "--tlskey".into(),
+            key.display().to_string(),
+        ])
+    }
+
+    fn start_with(options: Vec<String>) -> Self {
         let mut n = Self {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            options,
         };
         n.run();
         n
@@ -206,6 +224,7 @@ impl PrivateNats {
                 "-sd",
             ])
             .arg(self.dir.path())
+            .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -531,6 +550,26 @@ async fn a_queued_delivery_is_one_redis_stream_entry_with_body_and_headers() {
         .unwrap();
 }
 
+/// A gateway that does not trust the broker's certificate: a delivery it queues is attempted
+/// and fails as `unavailable`, again and again, and never counts as delivered.
+async fn attempts_fail_untrusted(doubting: &Gateway, destination: &str) {
+    queue_one(doubting, &delivery("job.completed", "untrusted")).await;
+    let refused = [("destination", destination), ("result", "unavailable")];
+    metric_reaches(
+        doubting,
+        &[("hookgate_delivery_attempts_total", &refused)],
+        2.0,
+    )
+    .await;
+    let delivered = [("destination", destination), ("outcome", "delivered")];
+    assert_eq!(
+        doubting
+            .metric("hookgate_deliveries_total", &delivered)
+            .await,
+        0.0
+    );
+}
+
 /// A `rediss://` destination (PRODUCT.md §9: TLS to brokers) reaches a Redis that speaks only
 /// TLS when the gateway trusts its certificate, and a gateway that does not trust it publishes
 /// nothing there: the attempt fails as `unavailable` and the delivery waits.
@@ -568,24 +607,63 @@ async fn a_rediss_stream_destination_publishes_over_tls_and_checks_the_certifica
     metric_reaches(&trusting, &[("hookgate_deliveries_total", &delivered)], 1.0).await;
     assert_eq!(xlen(), "1");
 
-    let doubting = Gateway::start(&cfg).await;
-    queue_one(&doubting, &delivery("job.completed", "tls2")).await;
-    let refused = [("destination", "events"), ("result", "unavailable")];
-    metric_reaches(
-        &doubting,
-        &[("hookgate_delivery_attempts_total", &refused)],
-        2.0,
-    )
-    .await;
-    assert_eq!(
-        doubting
-            .metric("hookgate_deliveries_total", &delivered)
-            .await,
-        0.0
-    );
+    attempts_fail_untrusted(&Gateway::start(&cfg).await, "events").await;
     assert_eq!(
         xlen(),
         "1",
+        "nothing published without a trusted certificate"
+    );
+}
+
+/// `tls://` and `nats+tls://` destinations (PRODUCT.md §9: TLS to brokers) reach a nats-server
+/// that speaks only TLS when the gateway trusts its certificate; a gateway that does not trust
+/// it publishes nothing: its attempts fail as `unavailable` and the delivery waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_tls_destination_publishes_over_tls_and_checks_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "nats");
+    let nats = PrivateNats::start_tls(&cert, &key);
+    // This test's own NATS client takes the process's provider, as hookgate's main does.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(cert.clone())
+        .require_tls(true)
+        .connect(format!("tls://127.0.0.1:{}", nats.port))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let (name, subject) = (unique("HGTLS"), unique("hookgate.tls."));
+    create_stream(&js, &name, &subject).await;
+    let route = |scheme: &str| {
+        broker_route(
+            &format!(
+                "      - name: stream\n        url: \"{scheme}://127.0.0.1:{}\"\n        subject: {subject}\n",
+                nats.port
+            ),
+            "[100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms]",
+        )
+    };
+    let cert = cert.display().to_string();
+    let delivered = [("destination", "stream"), ("outcome", "delivered")];
+    for (i, scheme) in ["tls", "nats+tls"].into_iter().enumerate() {
+        let trusting = Gateway::start_with_env(&route(scheme), &[("SSL_CERT_FILE", &cert)]).await;
+        let id = queue_one(&trusting, &delivery("job.completed", &format!("ntls{i}"))).await;
+        metric_reaches(&trusting, &[("hookgate_deliveries_total", &delivered)], 1.0).await;
+        let messages = stream_messages(&js, &name).await;
+        assert_eq!(messages.len(), i + 1, "{scheme}");
+        let last = messages.last().unwrap();
+        assert_eq!(
+            last.headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_string()),
+            Some(id)
+        );
+    }
+
+    attempts_fail_untrusted(&Gateway::start(&route("tls")).await, "stream").await;
+    assert_eq!(
+        stream_messages(&js, &name).await.len(),
+        2,
         "nothing published without a trusted certificate"
     );
 }

@@ -6,7 +6,8 @@ use crate::harness::TestDatabase;
 use hookgate::pipeline::DeliveryKey;
 use hookgate::store::postgres::PostgresStore;
 use hookgate::store::queue::{
-    unix_ms, AttemptResult, DeliveryId, DeliveryState, DueAttempt, Enqueued, NewDelivery, Queue,
+    unix_ms, AttemptResult, DeliveryId, DeliveryState, DueAttempt, Enqueued, NewDelivery, Next,
+    Queue,
 };
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,7 +61,11 @@ fn outcome(id: DeliveryId, attempt: u32, status: u16, now: u64) -> AttemptResult
         duration_ms: 1,
         status: Some(status),
         error: None,
-        next: (status != 200).then_some(Some(now + 3_600_000)),
+        next: if status == 200 {
+            Next::Delivered
+        } else {
+            Next::RetryAt(now + 3_600_000)
+        },
         counts: true,
     }
 }

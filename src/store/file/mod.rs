@@ -14,6 +14,7 @@
 //! attempt, `writer` the group-commit thread, `queue` the delivery queue, `log` the delivery
 //! log's reads.
 
+mod counts;
 mod log;
 mod queue;
 mod records;
@@ -22,9 +23,11 @@ mod writer;
 
 use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
+use crate::store::claim_wait;
 use crate::store::queue::unix_ms;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use counts::Counts;
 use records::err;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
@@ -35,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tables::{Tables, DEAD, DELIVERED, DELIVERIES, PENDING};
 use tokio::sync::oneshot;
-use writer::{Apply, Batch, Counts, Op, Reply, Writer};
+use writer::{Apply, Batch, Op, Reply, Writer};
 
 /// redb's page cache: the hot pages (due index, newest deliveries) fit; without a bound it grows
 /// toward 1 GiB with the backlog, and pending work belongs on disk, not in memory.
@@ -197,7 +200,7 @@ impl Store for FileStore {
             Ok(match t.claim_of(id, now)? {
                 Some((DELIVERED, _)) => Claim::Delivered,
                 Some((_, expires)) => Claim::InFlight {
-                    retry_after: Duration::from_millis(expires - now),
+                    retry_after: claim_wait(Some(expires as i64), now as i64),
                 },
                 None => {
                     let token = ClaimToken::random();

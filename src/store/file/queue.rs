@@ -6,9 +6,10 @@ use super::records::{dest_key, encode, err, StoredAttempt, StoredDelivery, Store
 use super::tables::{stored_delivery, DELIVERED, DELIVERIES, DUE, ORDERED, PAYLOADS, PENDING};
 use super::FileStore;
 use crate::pipeline::DeliveryKey;
+use crate::store::claim_wait;
 use crate::store::queue::{
     unix_ms, AttemptResult, DeliveryDetail, DeliveryId, DeliverySummary, DestinationState,
-    DestinationStats, DueAttempt, Enqueued, ListFilter, NewDelivery, Queue,
+    DestinationStats, DueAttempt, Enqueued, ListFilter, NewDelivery, Next, Queue,
 };
 use crate::store::StoreError;
 use async_trait::async_trait;
@@ -107,7 +108,7 @@ impl Queue for FileStore {
                     Some((DELIVERED, _)) => return Ok(Enqueued::Duplicate),
                     Some((_, expires)) => {
                         return Ok(Enqueued::InFlight {
-                            retry_after: Duration::from_millis(expires - now),
+                            retry_after: claim_wait(Some(expires as i64), now as i64),
                         })
                     }
                     None => {}
@@ -271,7 +272,7 @@ impl Queue for FileStore {
                     dest.scheduled += 1;
                 }
                 match r.next {
-                    Some(Some(at)) => t.schedule(id, &mut d, i, at, &mut batch.deltas)?,
+                    Next::RetryAt(at) => t.schedule(id, &mut d, i, at, &mut batch.deltas)?,
                     outcome => {
                         if let Some(old) = dest.due_ms.take() {
                             t.due.remove((key.as_str(), old, id)).map_err(err)?;
@@ -280,7 +281,7 @@ impl Queue for FileStore {
                         batch.deltas.pending(&key, -1);
                         let order_key = d.order_key.clone();
                         t.order(&key, order_key.as_deref(), id, false)?;
-                        if outcome.is_none() {
+                        if outcome == Next::Delivered {
                             dest.state = DestinationState::Delivered;
                         } else {
                             dest.state = DestinationState::Dead;

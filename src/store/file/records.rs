@@ -50,14 +50,7 @@ pub(super) struct StoredAttempt {
 
 impl StoredDelivery {
     pub(super) fn state(&self) -> DeliveryState {
-        let states = || self.destinations.iter().map(|d| d.state);
-        if states().any(|s| s == DestinationState::Dead) {
-            DeliveryState::Dead
-        } else if states().any(|s| s == DestinationState::Pending) {
-            DeliveryState::Pending
-        } else {
-            DeliveryState::Delivered
-        }
+        DeliveryState::of(self.destinations.iter().map(|d| d.state))
     }
 
     pub(super) fn summary(&self, id: DeliveryId) -> DeliverySummary {

@@ -1,9 +1,9 @@
 //! The store file's tables, and the writes that keep them consistent with each other.
 
+use super::counts::Deltas;
 use super::records::{decode, dest_key, encode, err, StoredDelivery};
-use super::writer::Deltas;
 use crate::store::queue::DestinationState;
-use crate::store::StoreError;
+use crate::store::{ClaimToken, StoreError};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 /// Idempotency records: key → (claim token, or 0 once delivered; expiry in Unix ms).
@@ -30,7 +30,7 @@ pub(super) const ORDERED: TableDefinition<(&str, &str, u64), ()> = TableDefiniti
 pub(super) const FINISHED: TableDefinition<(u64, u64), ()> = TableDefinition::new("finished");
 
 /// Token 0 marks a delivered key.
-pub(super) const DELIVERED: u128 = 0;
+pub(super) const DELIVERED: u128 = ClaimToken::DELIVERED.0;
 
 /// The delivery record `id` in a `DELIVERIES` table, read or written.
 pub(super) fn stored_delivery(

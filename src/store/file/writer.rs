@@ -1,13 +1,13 @@
 //! The writer thread: every write of the store, grouped into one transaction per batch of
 //! waiting writes (group commit), answered only once that transaction committed.
 
+use super::counts::{Counts, Deltas};
 use super::records::err;
 use super::tables::Tables;
 use super::{open_database, FileStore, Slot};
 use crate::store::queue::DeliveryId;
 use crate::store::StoreError;
 use redb::{Database, Durability};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -15,48 +15,6 @@ use std::time::Duration;
 
 /// Operations grouped into one transaction at most.
 pub(super) const MAX_BATCH: usize = 512;
-
-/// Count changes a transaction makes, applied to [`Counts`] once it committed.
-#[derive(Default)]
-pub(super) struct Deltas {
-    pub(super) open: Vec<(String, i64)>,
-    pub(super) pending: Vec<(String, i64)>,
-    pub(super) dead: Vec<(String, i64)>,
-}
-
-impl Deltas {
-    pub(super) fn open(&mut self, route: &str, n: i64) {
-        self.open.push((route.to_string(), n));
-    }
-    pub(super) fn pending(&mut self, key: &str, n: i64) {
-        self.pending.push((key.to_string(), n));
-    }
-    pub(super) fn dead(&mut self, key: &str, n: i64) {
-        self.dead.push((key.to_string(), n));
-    }
-}
-
-/// What the gauges and `max_queued` read without touching the file.
-#[derive(Default)]
-pub(super) struct Counts {
-    pub(super) open: HashMap<String, i64>,
-    pub(super) pending: HashMap<String, i64>,
-    pub(super) dead: HashMap<String, i64>,
-}
-
-impl Counts {
-    pub(super) fn apply(&mut self, d: &Deltas) {
-        for (map, changes) in [
-            (&mut self.open, &d.open),
-            (&mut self.pending, &d.pending),
-            (&mut self.dead, &d.dead),
-        ] {
-            for (k, n) in changes {
-                *map.entry(k.clone()).or_default() += n;
-            }
-        }
-    }
-}
 
 /// What a writer op hands back to be sent once the commit's fate is known.
 pub(super) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;

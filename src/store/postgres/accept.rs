@@ -5,13 +5,13 @@
 
 use super::group::GroupWrite;
 use super::DELIVERED;
+use crate::store::claim_wait;
 use crate::store::queue::{DeliveryId, Enqueued};
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// Claims, deliveries, destinations and one NOTIFY for a group of acceptances.
 /// - `input` is one row per acceptance (`n` its place in the group). A keyless acceptance claims
@@ -116,7 +116,7 @@ impl GroupWrite for Accepts {
                 // The statement answers every acceptance it is given; were a row missing, the
                 // sender is asked to come back, which a stored delivery answers as a duplicate.
                 outcomes.next().unwrap_or(Enqueued::InFlight {
-                    retry_after: Duration::from_secs(1),
+                    retry_after: claim_wait(None, 0),
                 })
             };
             answers.push(answer);
@@ -209,9 +209,7 @@ fn outcome(now: i64, id: Option<i64>, claim: Option<(&[u8], i64)>) -> Enqueued {
         (Some(id), _) => Enqueued::Queued(DeliveryId(id as u64)),
         (None, Some((token, _))) if token == DELIVERED => Enqueued::Duplicate,
         (None, claim) => Enqueued::InFlight {
-            retry_after: Duration::from_millis(
-                claim.map_or(1000, |(_, until)| until.saturating_sub(now).max(0) as u64),
-            ),
+            retry_after: claim_wait(claim.map(|(_, until)| until), now),
         },
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{ms, token_bytes, PostgresStore, DELIVERED};
 use crate::pipeline::DeliveryKey;
+use crate::store::claim_wait;
 use crate::store::queue::unix_ms;
 use crate::store::{Claim, ClaimToken, Store, StoreError};
 use async_trait::async_trait;
@@ -43,9 +44,7 @@ impl Store for PostgresStore {
             Some(t) if t == DELIVERED => Claim::Delivered,
             // A claim another replica committed while this statement ran: in flight.
             _ => Claim::InFlight {
-                retry_after: Duration::from_millis(
-                    until.map_or(1000, |u| u.saturating_sub(ms(now)).max(0) as u64),
-                ),
+                retry_after: claim_wait(until, ms(now)),
             },
         })
     }

@@ -18,19 +18,7 @@ fn destination_state(s: &str) -> DestinationState {
 }
 
 fn delivery_state(destinations: &[DestinationView]) -> DeliveryState {
-    if destinations
-        .iter()
-        .any(|d| d.state == DestinationState::Dead)
-    {
-        DeliveryState::Dead
-    } else if destinations
-        .iter()
-        .any(|d| d.state == DestinationState::Pending)
-    {
-        DeliveryState::Pending
-    } else {
-        DeliveryState::Delivered
-    }
+    DeliveryState::of(destinations.iter().map(|d| d.state))
 }
 
 fn destination_view(row: &Row) -> DestinationView {

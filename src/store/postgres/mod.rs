@@ -48,7 +48,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How long a route's count of unfinished deliveries (`max_queued`) is reused.
 const OPEN_COUNT_FOR: Duration = Duration::from_secs(1);
 const POOL_SIZE: usize = 16;
-const DELIVERED: [u8; 16] = [0; 16];
+const DELIVERED: [u8; 16] = ClaimToken::DELIVERED.0.to_be_bytes();
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::unavailable(e.to_string())

@@ -4,7 +4,7 @@
 
 use super::group::GroupWrite;
 use super::ms;
-use crate::store::queue::AttemptResult;
+use crate::store::queue::{AttemptResult, Next};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use std::cmp::Ordering;
@@ -83,9 +83,9 @@ pub struct Record {
 impl Record {
     pub fn of(r: AttemptResult, now: i64) -> Self {
         let (state, due) = match r.next {
-            None => ("delivered", None),
-            Some(Some(at)) => ("pending", Some(ms(at))),
-            Some(None) => ("dead", None),
+            Next::Delivered => ("delivered", None),
+            Next::RetryAt(at) => ("pending", Some(ms(at))),
+            Next::Dead => ("dead", None),
         };
         Self {
             id: r.id.0 as i64,

@@ -7,7 +7,6 @@
 //! its command first. The pipeline is sent from a task of its own, so a batch never waits for the
 //! answers to the one before.
 
-use super::connections::is_dropped;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -117,4 +116,9 @@ fn fail(replies: Vec<oneshot::Sender<Result<Value, Failed>>>, failed: Failed) {
     for reply in replies {
         let _ = reply.send(Err(failed.clone()));
     }
+}
+
+/// Whether `e` says the connection is gone (rather than Redis refusing the command).
+pub fn is_dropped(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_timeout() || e.is_connection_refusal()
 }

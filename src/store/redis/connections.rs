@@ -116,8 +116,3 @@ impl ThreadConnections {
             .compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire);
     }
 }
-
-/// Whether `e` says the connection is gone (rather than Redis refusing the command).
-pub fn is_dropped(e: &redis::RedisError) -> bool {
-    e.is_connection_dropped() || e.is_io_error() || e.is_timeout() || e.is_connection_refusal()
-}

@@ -17,6 +17,7 @@ mod connections;
 
 use super::{Claim, ClaimToken, Store, StoreError};
 use crate::pipeline::DeliveryKey;
+use crate::store::claim_wait;
 use async_trait::async_trait;
 use batch::Failed;
 use connections::{Connection, ThreadConnections};
@@ -285,7 +286,7 @@ fn unavailable(e: RedisError) -> StoreError {
 /// Another gateway holds the key's claim, which runs out in `pttl` ms (below 0: already gone).
 fn in_flight(pttl: i64) -> Claim {
     Claim::InFlight {
-        retry_after: Duration::from_millis(pttl.max(0) as u64),
+        retry_after: claim_wait(Some(pttl), 0),
     }
 }
 
