@@ -800,7 +800,7 @@ fn signature(cx: &mut Ctx<'_>, at: &str, s: &RawSignature) -> Option<Box<dyn sig
         .as_deref()
         .map(|u| cx.expand(&format!("{at}.public_url"), u));
     let Some(scheme) = SchemeName::parse(&s.scheme) else {
-        let known: Vec<_> = SchemeName::ALL.map(SchemeName::as_str).into();
+        let known: Vec<_> = SchemeName::all().map(SchemeName::as_str).collect();
         cx.err(
             format!("{at}.scheme"),
             format!(

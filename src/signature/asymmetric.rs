@@ -1,7 +1,7 @@
 //! Presets signed with a private key the provider keeps, verified with its public key:
 //! Discord interactions (Ed25519) and SendGrid's event webhook (ECDSA P-256).
 
-use super::{header, Handshake, Scheme, SettingError, SignatureError};
+use super::{header, Handshake, Scheme, SchemeSpec, SettingError, SignatureError};
 use aws_lc_rs::digest::{Context, Digest, SHA256};
 use aws_lc_rs::signature::{
     EcdsaKeyPair, ParsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -12,6 +12,16 @@ use http::HeaderMap;
 use std::time::SystemTime;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+pub(super) const DISCORD: SchemeSpec = SchemeSpec {
+    has_handshake: true,
+    ..SchemeSpec::plain("discord", |s, _| {
+        Ok(Box::new(Discord::new(s.secrets, s.handshake)?))
+    })
+};
+
+pub(super) const SENDGRID: SchemeSpec =
+    SchemeSpec::plain("sendgrid", |s, _| Ok(Box::new(SendGrid::new(s.secrets)?)));
 
 /// Discord: `X-Signature-Ed25519` (hex) over `{X-Signature-Timestamp}{body}`; the secrets are the
 /// application's public keys (hex). With `handshake`, a PING (`{"type":1}`) is answered PONG.

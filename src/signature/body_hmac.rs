@@ -2,10 +2,66 @@
 //! `intercom`, `typeform` and `terraform` presets.
 
 use super::mac::{any_verifies, Algorithm, KeyedMac};
-use super::{header, Scheme, SchemeName, SchemeSettings, SettingError, SignatureError};
+use super::{header, Scheme, SchemeSettings, SchemeSpec, SettingError, SignatureError};
 use base64::Engine;
 use http::{HeaderMap, HeaderName};
 use std::time::SystemTime;
+
+pub(super) const IMGGO: SchemeSpec = SchemeSpec {
+    takes_header: true,
+    ..SchemeSpec::plain("imggo", |s, _| boxed(BodyHmac::imggo(s.header, s.secrets)))
+};
+
+pub(super) const GITHUB: SchemeSpec = SchemeSpec {
+    takes_header: true,
+    ..SchemeSpec::plain("github", |s, _| {
+        boxed(BodyHmac::github(s.header, s.secrets))
+    })
+};
+
+pub(super) const SHOPIFY: SchemeSpec = SchemeSpec {
+    takes_header: true,
+    ..SchemeSpec::plain("shopify", |s, _| {
+        boxed(BodyHmac::shopify(s.header, s.secrets))
+    })
+};
+
+/// The generic body HMAC: every part configurable, `header` required.
+pub(super) const HMAC: SchemeSpec = SchemeSpec {
+    takes_header: true,
+    takes_algorithm: true,
+    ..SchemeSpec::plain("hmac", |s, _| {
+        Ok(Box::new(BodyHmac::generic(s)?) as Box<dyn Scheme>)
+    })
+};
+
+/// Intercom: `X-Hub-Signature: sha1=` + hex HMAC-SHA1.
+pub(super) const INTERCOM: SchemeSpec = SchemeSpec::plain("intercom", |s, _| {
+    let (h, a, e) = ("X-Hub-Signature", Algorithm::Sha1, Encoding::Hex);
+    boxed(BodyHmac::new("intercom", h, a, e, "sha1=", s.secrets))
+});
+
+/// Typeform: `Typeform-Signature: sha256=` + base64 HMAC-SHA256.
+pub(super) const TYPEFORM: SchemeSpec = SchemeSpec::plain("typeform", |s, _| {
+    let (h, a, e) = ("Typeform-Signature", Algorithm::Sha256, Encoding::Base64);
+    boxed(BodyHmac::new("typeform", h, a, e, "sha256=", s.secrets))
+});
+
+/// Terraform Cloud: `X-TFE-Notification-Signature`, hex HMAC-SHA512.
+pub(super) const TERRAFORM: SchemeSpec = SchemeSpec::plain("terraform", |s, _| {
+    let (h, a, e) = (
+        "X-TFE-Notification-Signature",
+        Algorithm::Sha512,
+        Encoding::Hex,
+    );
+    boxed(BodyHmac::new("terraform", h, a, e, "", s.secrets))
+});
+
+fn boxed(built: Result<BodyHmac, SettingError>) -> Result<Box<dyn Scheme>, Vec<SettingError>> {
+    built
+        .map(|s| Box::new(s) as Box<dyn Scheme>)
+        .map_err(|e| vec![e])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -81,42 +137,6 @@ impl BodyHmac {
             "",
             secrets,
         )
-    }
-
-    /// Presets that are a body HMAC in one header: Intercom (`X-Hub-Signature: sha1=` hex
-    /// HMAC-SHA1), Typeform (`Typeform-Signature: sha256=` base64 HMAC-SHA256), Terraform Cloud
-    /// (`X-TFE-Notification-Signature` hex HMAC-SHA512).
-    pub fn preset(name: SchemeName, secrets: &[String]) -> Result<Self, SettingError> {
-        match name {
-            SchemeName::Intercom => Self::new(
-                "intercom",
-                "X-Hub-Signature",
-                Algorithm::Sha1,
-                Encoding::Hex,
-                "sha1=",
-                secrets,
-            ),
-            SchemeName::Typeform => Self::new(
-                "typeform",
-                "Typeform-Signature",
-                Algorithm::Sha256,
-                Encoding::Base64,
-                "sha256=",
-                secrets,
-            ),
-            SchemeName::Terraform => Self::new(
-                "terraform",
-                "X-TFE-Notification-Signature",
-                Algorithm::Sha512,
-                Encoding::Hex,
-                "",
-                secrets,
-            ),
-            other => Err(SettingError::new(
-                "scheme",
-                format!("{other} is not a body-HMAC preset"),
-            )),
-        }
     }
 
     /// Generic: every part configurable; `header` is required.
@@ -320,7 +340,7 @@ mod tests {
     fn generic_base64_sha512_with_prefix() {
         let secrets = ["k".to_string()];
         let settings = SchemeSettings {
-            scheme: SchemeName::Hmac,
+            scheme: crate::signature::SchemeName::parse("hmac").unwrap(),
             secrets: &secrets,
             header: Some("X-Sig"),
             algorithm: Some("sha512"),

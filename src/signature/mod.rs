@@ -1,8 +1,10 @@
-//! Signature schemes (PRODUCT.md §4): one verifier interface, [`Scheme`]. A file holds a scheme
-//! or a family of them: Stripe, Slack and Standard Webhooks (with Svix) their own; body HMACs
-//! (ImgGo, GitHub, Shopify, the generic `hmac`, and the fixed presets) in `body_hmac.rs`; the
-//! public-key presets in `asymmetric.rs`; the presets with a layout of their provider's own in
-//! `providers.rs`. `name.rs` is the one list of names a config can give.
+//! Signature schemes (PRODUCT.md §4): one verifier interface, [`Scheme`], and one list of the
+//! names a config can give (`name.rs`), each with its [`SchemeSpec`]: the settings it takes and
+//! how its verifier is built. A file holds a scheme or a family of them: Stripe, Slack and
+//! Standard Webhooks (with Svix) their own; body HMACs (ImgGo, GitHub, Shopify, the generic
+//! `hmac`, and the fixed presets) in `body_hmac.rs`; the public-key presets in `asymmetric.rs`;
+//! the presets with a layout of their provider's own one file each in `providers/`. Adding a
+//! provider is its file (a type implementing `Scheme` and its spec) and one line in `name.rs`.
 
 mod asymmetric;
 mod body_hmac;
@@ -16,13 +18,7 @@ mod stripe;
 use http::HeaderMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use asymmetric::{Discord, SendGrid};
-pub use body_hmac::BodyHmac;
-pub use name::SchemeName;
-pub use providers::{Provider, ProviderScheme};
-pub use slack::Slack;
-pub use standard::StandardWebhooks;
-pub use stripe::Stripe;
+pub use name::{SchemeName, SchemeSpec};
 
 /// Why a delivery's signature was refused; each maps to a §3 code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -148,8 +144,7 @@ pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError
         }
     }
     if s.handshake && !name.has_handshake() {
-        let takes: Vec<_> = SchemeName::ALL
-            .into_iter()
+        let takes: Vec<_> = SchemeName::all()
             .filter(|n| n.has_handshake())
             .map(SchemeName::as_str)
             .collect();
@@ -174,7 +169,7 @@ pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError
         )),
         _ => {}
     }
-    if name != SchemeName::Hmac {
+    if !name.takes_algorithm() {
         for (field, set) in [
             ("algorithm", s.algorithm.is_some()),
             ("encoding", s.encoding.is_some()),
@@ -203,34 +198,7 @@ pub fn build(s: &SchemeSettings<'_>) -> Result<Box<dyn Scheme>, Vec<SettingError
     if !errors.is_empty() {
         return Err(errors);
     }
-    let tolerance = s.tolerance.unwrap_or(DEFAULT_TOLERANCE);
-    let one = |e: SettingError| vec![e];
-    let scheme: Box<dyn Scheme> = match (name, name.provider()) {
-        (_, Some(provider)) => Box::new(ProviderScheme::new(
-            provider,
-            s.secrets,
-            tolerance,
-            s.public_url,
-            s.handshake,
-        )),
-        (SchemeName::Imggo, None) => Box::new(BodyHmac::imggo(s.header, s.secrets).map_err(one)?),
-        (SchemeName::Github, None) => Box::new(BodyHmac::github(s.header, s.secrets).map_err(one)?),
-        (SchemeName::Shopify, None) => {
-            Box::new(BodyHmac::shopify(s.header, s.secrets).map_err(one)?)
-        }
-        (SchemeName::Hmac, None) => Box::new(BodyHmac::generic(s)?),
-        (SchemeName::Stripe, None) => Box::new(Stripe::new(s.secrets, tolerance)),
-        (SchemeName::Slack, None) => Box::new(Slack::new(s.secrets, tolerance, s.handshake)),
-        (SchemeName::StandardWebhooks, None) => {
-            Box::new(StandardWebhooks::new(s.secrets, tolerance, false)?)
-        }
-        (SchemeName::Svix, None) => Box::new(StandardWebhooks::new(s.secrets, tolerance, true)?),
-        (SchemeName::Discord, None) => Box::new(Discord::new(s.secrets, s.handshake)?),
-        (SchemeName::Sendgrid, None) => Box::new(SendGrid::new(s.secrets)?),
-        // intercom, typeform, terraform: body HMACs with fixed settings.
-        (_, None) => Box::new(BodyHmac::preset(name, s.secrets).map_err(one)?),
-    };
-    Ok(scheme)
+    (name.spec().build)(s, s.tolerance.unwrap_or(DEFAULT_TOLERANCE))
 }
 
 /// The first value of a header as bytes; `None` when absent.
@@ -267,7 +235,7 @@ mod tests {
     #[test]
     fn misplaced_settings_are_reported_by_field() {
         let errs = build(&SchemeSettings {
-            scheme: SchemeName::Imggo,
+            scheme: SchemeName::parse("imggo").unwrap(),
             secrets: &[],
             header: None,
             algorithm: Some("sha1"),

@@ -1,9 +1,19 @@
 //! Slack: `X-Slack-Signature: v0=<hex>` over `v0:{X-Slack-Request-Timestamp}:{body}`.
 
 use super::mac::{any_verifies, Algorithm, KeyedMac};
-use super::{header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SignatureError};
+use super::{
+    header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SchemeSpec, SignatureError,
+};
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
+
+pub(super) const SPEC: SchemeSpec = SchemeSpec {
+    timestamped: true,
+    has_handshake: true,
+    ..SchemeSpec::plain("slack", |s, tolerance| {
+        Ok(Box::new(Slack::new(s.secrets, tolerance, s.handshake)))
+    })
+};
 
 pub struct Slack {
     keys: Vec<KeyedMac>,

@@ -2,14 +2,31 @@
 
 use super::mac::{matches_any, tags, Algorithm, KeyedMac};
 use super::{
-    header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SettingError, SignatureError,
-    MAX_SIGNATURES,
+    header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SchemeSpec, SettingError,
+    SignatureError, MAX_SIGNATURES,
 };
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
+
+pub(super) const STANDARD_WEBHOOKS: SchemeSpec = SchemeSpec {
+    timestamped: true,
+    ..SchemeSpec::plain("standard-webhooks", |s, tolerance| {
+        Ok(Box::new(StandardWebhooks::new(
+            s.secrets, tolerance, false,
+        )?))
+    })
+};
+
+/// Svix signs as Standard Webhooks does, under `svix-` header names.
+pub(super) const SVIX: SchemeSpec = SchemeSpec {
+    timestamped: true,
+    ..SchemeSpec::plain("svix", |s, tolerance| {
+        Ok(Box::new(StandardWebhooks::new(s.secrets, tolerance, true)?))
+    })
+};
 
 pub struct StandardWebhooks {
     svix: bool,

@@ -2,10 +2,18 @@
 
 use super::mac::{matches_any, tags, Algorithm, KeyedMac};
 use super::{
-    header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SignatureError, MAX_SIGNATURES,
+    header, parse_timestamp, unix_seconds, within_tolerance, Scheme, SchemeSpec, SignatureError,
+    MAX_SIGNATURES,
 };
 use http::HeaderMap;
 use std::time::{Duration, SystemTime};
+
+pub(super) const SPEC: SchemeSpec = SchemeSpec {
+    timestamped: true,
+    ..SchemeSpec::plain("stripe", |s, tolerance| {
+        Ok(Box::new(Stripe::new(s.secrets, tolerance)))
+    })
+};
 
 pub struct Stripe {
     keys: Vec<KeyedMac>,
