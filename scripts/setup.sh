@@ -25,6 +25,7 @@ if $tests; then
   command -v systemd-analyze >/dev/null || need+=(systemd)        # verifies deploy/systemd/hookgate.service
   command -v chromium >/dev/null || need+=(chromium)               # the delivery log page's browser test
   command -v chromedriver >/dev/null || need+=(chromium-driver)
+  command -v socat >/dev/null || need+=(socat)                     # a TLS front for the shared RabbitMQ (amqps:// test)
   command -v psql >/dev/null || need+=(postgresql-client)  # the Postgres store's tests make their databases with it
   [ -x "$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | head -n1)/initdb" ] || need+=(postgresql)  # initdb/pg_ctl for the outage tests
 fi

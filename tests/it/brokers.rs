@@ -445,6 +445,89 @@ async fn a_queued_delivery_is_one_persistent_amqp_message_with_its_id() {
         .unwrap();
 }
 
+/// A TLS front for the machine's RabbitMQ (socat, on a port of its own, with `cert`): the shared
+/// broker has no TLS listener, and this test must not reconfigure it.
+struct TlsFront {
+    port: u16,
+    child: Child,
+}
+
+impl TlsFront {
+    fn start(cert: &Path, key: &Path, to: u16) -> Self {
+        let port = free_port();
+        let child = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{to}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (scripts/setup.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("socat did not listen on {port}");
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An `amqps://` destination (PRODUCT.md §9: TLS to brokers) publishes over TLS when the gateway
+/// trusts the broker's certificate (`SSL_CERT_FILE`), and publishes nothing when it does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_amqps_destination_publishes_over_tls_and_checks_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "rabbit");
+    // A certificate for localhost: the destination names the host as the certificate does.
+    let front = TlsFront::start(&cert, &key, 5672);
+    let channel = rabbit().await;
+    let exchange = unique("hookgate-it-x-");
+    declare_exchange(&channel, &exchange).await;
+    let queue = bind_queue(&channel, &exchange, "jobs").await;
+    let cfg = broker_route(
+        &format!(
+            "      - name: rabbit\n        url: \"amqps://guest:guest@localhost:{}/%2f\"\n        exchange: {exchange}\n        routing_key: jobs\n",
+            front.port
+        ),
+        "[100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms]",
+    );
+    let cert = cert.display().to_string();
+    let trusting = Gateway::start_with_env(&cfg, &[("SSL_CERT_FILE", &cert)]).await;
+    let body = delivery("job.completed", "amqps1");
+    let id = queue_one(&trusting, &body).await;
+    let m = get_one(&channel, &queue).await;
+    assert_eq!(m.data, body, "the exact body bytes");
+    assert_eq!(
+        m.properties.message_id().as_ref().map(|s| s.as_str()),
+        Some(id.as_str())
+    );
+
+    attempts_fail_untrusted(&Gateway::start(&cfg).await, "rabbit").await;
+    let left = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(
+        left.is_none(),
+        "nothing published without a trusted certificate"
+    );
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn an_unroutable_amqp_message_is_a_failed_attempt_not_a_silent_drop() {
     let channel = rabbit().await;
