@@ -455,7 +455,7 @@ struct TlsFront {
 impl TlsFront {
     fn start(cert: &Path, key: &Path, to: u16) -> Self {
         let port = free_port();
-        let child = Command::new("socat")
+        let mut child = Command::new("socat")
             .arg(format!(
                 "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
                 cert.display(),
@@ -472,6 +472,8 @@ impl TlsFront {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("socat did not listen on {port}");
     }
 }
