@@ -142,7 +142,7 @@ async fn main() {
 
     // The delivery log on that store: the newest page, one delivery (the oldest, so the longest
     // pending), and a filter that matches nothing (the worst case: it reads every delivery).
-    use hookgate::store::queue::{DeliveryId, DeliveryState, ListFilter};
+    use hookgate::store::queue::{DeliveryId, DeliveryLog, DeliveryState, ListFilter};
     let timed = |started: Instant| started.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let (page, _) = store

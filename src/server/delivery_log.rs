@@ -3,7 +3,7 @@
 
 use super::destination_state;
 use super::runtime::Runtime;
-use crate::store::queue::{unix_ms, DeliveryId, DeliveryState, ListFilter, Queue};
+use crate::store::queue::{unix_ms, DeliveryId, DeliveryLog, DeliveryState, ListFilter};
 use http::Method;
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
@@ -115,7 +115,7 @@ fn served(result: Served) -> ApiAnswer {
 
 type Served = Result<ApiAnswer, crate::store::StoreError>;
 
-async fn list(queue: &dyn Queue, params: &Params) -> Served {
+async fn list(queue: &dyn DeliveryLog, params: &Params) -> Served {
     let state = match params.get("state") {
         None => None,
         Some(s) => match DeliveryState::parse(s) {
@@ -167,7 +167,7 @@ fn not_found() -> ApiAnswer {
 }
 
 /// A delivery, each destination with its breaker (`null` without one).
-async fn show(rt: &Runtime, queue: &dyn Queue, id: &str) -> Served {
+async fn show(rt: &Runtime, queue: &dyn DeliveryLog, id: &str) -> Served {
     let Ok(id) = id.parse() else {
         return Ok(not_found());
     };
@@ -184,7 +184,7 @@ async fn show(rt: &Runtime, queue: &dyn Queue, id: &str) -> Served {
     Ok(json(200, &shown))
 }
 
-async fn body(queue: &dyn Queue, id: &str) -> Served {
+async fn body(queue: &dyn DeliveryLog, id: &str) -> Served {
     let Ok(id) = id.parse() else {
         return Ok(not_found());
     };
@@ -198,7 +198,7 @@ async fn body(queue: &dyn Queue, id: &str) -> Served {
     })
 }
 
-async fn retry_one(queue: &dyn Queue, id: &str, params: &Params) -> Served {
+async fn retry_one(queue: &dyn DeliveryLog, id: &str, params: &Params) -> Served {
     let Ok(id) = id.parse() else {
         return Ok(not_found());
     };
@@ -238,7 +238,7 @@ fn unknown_target(rt: &Runtime, route: &str, destination: Option<&str>) -> Optio
     }
 }
 
-async fn retry_route(rt: &Runtime, queue: &dyn Queue, params: &Params) -> Served {
+async fn retry_route(rt: &Runtime, queue: &dyn DeliveryLog, params: &Params) -> Served {
     let (Some(route), Some("dead")) = (params.get("route"), params.get("state")) else {
         return Ok(error(
             400,
@@ -259,7 +259,7 @@ const REPLAY_PAGE: usize = 500;
 
 /// `POST /api/deliveries/replay?route=R&since=&until=&destination=D`: every delivery of the route
 /// received in the window is attempted again (PRODUCT.md §10).
-async fn replay(rt: &Runtime, queue: &dyn Queue, params: &Params) -> Served {
+async fn replay(rt: &Runtime, queue: &dyn DeliveryLog, params: &Params) -> Served {
     let now = SystemTime::now();
     let Some(route) = params.get("route") else {
         return Ok(error(400, "invalid_query", "Replay needs route=<name>."));

@@ -247,8 +247,10 @@ pub struct DestinationStats {
     pub oldest_pending_ms: Option<u64>,
 }
 
+/// A queue engine as the gateway (`enqueue`) and the worker use it. Its other two sides are the
+/// gauges' ([`QueueGauges`]) and the delivery log's ([`DeliveryLog`]); every engine has all three.
 #[async_trait]
-pub trait Queue: Send + Sync {
+pub trait Queue: QueueGauges + DeliveryLog {
     /// Claims the key (as delivered, for its ttl) and stores the delivery, atomically and
     /// durably: only an `Ok(Queued)` may be answered `queued`.
     async fn enqueue(&self, delivery: NewDelivery) -> Result<Enqueued, StoreError>;
@@ -268,9 +270,6 @@ pub trait Queue: Send + Sync {
     /// Removes up to `limit` delivered or dead deliveries finished before `before_ms`, and
     /// expired keys; returns how many went.
     async fn purge(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError>;
-    /// Pending and dead counts per destination, for the gauges. A destination with nothing
-    /// pending or dead may be left out; the gauges then read zero.
-    async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
     /// The breaker of `destination`, kept where every process sharing the store sees it;
     /// `None` for a store only one process uses (the process keeps it).
     fn shared_breaker(
@@ -285,7 +284,20 @@ pub trait Queue: Send + Sync {
     async fn changed(&self) {
         std::future::pending::<()>().await;
     }
+}
 
+/// What the queue gauges read, at each scrape.
+#[async_trait]
+pub trait QueueGauges: Send + Sync {
+    /// Pending and dead counts per destination, for the gauges. A destination with nothing
+    /// pending or dead may be left out; the gauges then read zero.
+    async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
+}
+
+/// The delivery log (PRODUCT.md §10): what an operator reads, and the retries and replays they
+/// ask for. The worker never calls it.
+#[async_trait]
+pub trait DeliveryLog: Send + Sync {
     /// Newest first, after `filter.before`; the cursor of the next page, if any.
     async fn list(
         &self,

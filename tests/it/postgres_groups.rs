@@ -6,8 +6,8 @@ use crate::harness::TestDatabase;
 use hookgate::pipeline::DeliveryKey;
 use hookgate::store::postgres::PostgresStore;
 use hookgate::store::queue::{
-    unix_ms, AttemptResult, DeliveryId, DeliveryState, DueAttempt, Enqueued, NewDelivery, Next,
-    Queue,
+    unix_ms, AttemptResult, DeliveryId, DeliveryLog, DeliveryState, DueAttempt, Enqueued,
+    NewDelivery, Next, Queue, QueueGauges,
 };
 use std::time::{Duration, Instant, SystemTime};
 

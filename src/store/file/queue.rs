@@ -8,8 +8,9 @@ use super::FileStore;
 use crate::pipeline::DeliveryKey;
 use crate::store::claim_wait;
 use crate::store::queue::{
-    unix_ms, AttemptResult, DeliveryDetail, DeliveryId, DeliverySummary, DestinationState,
-    DestinationStats, DueAttempt, Enqueued, ListFilter, NewDelivery, Next, Queue,
+    unix_ms, AttemptResult, DeliveryDetail, DeliveryId, DeliveryLog, DeliverySummary,
+    DestinationState, DestinationStats, DueAttempt, Enqueued, ListFilter, NewDelivery, Next, Queue,
+    QueueGauges,
 };
 use crate::store::StoreError;
 use async_trait::async_trait;
@@ -361,7 +362,10 @@ impl Queue for FileStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl QueueGauges for FileStore {
     async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
         let counts = self
             .counts
@@ -392,7 +396,10 @@ impl Queue for FileStore {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl DeliveryLog for FileStore {
     async fn list(
         &self,
         filter: ListFilter,

@@ -8,8 +8,8 @@ use super::{log, ms, PostgresStore};
 use crate::pipeline::DeliveryKey;
 use crate::store::breaker::BreakerState;
 use crate::store::queue::{
-    unix_ms, AttemptResult, DeliveryDetail, DeliveryId, DeliverySummary, DestinationStats,
-    DueAttempt, Enqueued, ListFilter, NewDelivery, Queue,
+    unix_ms, AttemptResult, DeliveryDetail, DeliveryId, DeliveryLog, DeliverySummary,
+    DestinationStats, DueAttempt, Enqueued, ListFilter, NewDelivery, Queue, QueueGauges,
 };
 use crate::store::StoreError;
 use async_trait::async_trait;
@@ -182,6 +182,13 @@ impl Queue for PostgresStore {
         .await
     }
 
+    async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+#[async_trait]
+impl QueueGauges for PostgresStore {
     async fn stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
         let rows = self
             .run(|c| async move {
@@ -218,11 +225,10 @@ impl Queue for PostgresStore {
         }
         Ok(stats.into_values().collect())
     }
+}
 
-    async fn changed(&self) {
-        self.changed.notified().await;
-    }
-
+#[async_trait]
+impl DeliveryLog for PostgresStore {
     async fn list(
         &self,
         filter: ListFilter,
