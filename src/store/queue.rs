@@ -185,22 +185,24 @@ impl DeliveryState {
 }
 
 /// A destination of one delivery, as the log shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DestinationView {
     pub name: String,
     pub state: DestinationState,
     pub attempts: u32,
-    pub next_attempt_at: Option<String>,
+    #[serde(rename = "next_attempt_at", serialize_with = "log_time::optional")]
+    pub next_attempt_ms: Option<u64>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
 }
 
 /// One attempt, as the log shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AttemptView {
     pub destination: String,
     pub n: u32,
-    pub started_at: String,
+    #[serde(rename = "started_at", serialize_with = "log_time::at")]
+    pub started_ms: u64,
     pub duration_ms: u64,
     pub status: Option<u16>,
     pub error: Option<String>,
@@ -211,7 +213,8 @@ pub struct AttemptView {
 pub struct DeliverySummary {
     pub id: String,
     pub route: String,
-    pub received_at: String,
+    #[serde(rename = "received_at", serialize_with = "log_time::at")]
+    pub received_ms: u64,
     pub key: Option<String>,
     pub event: Option<String>,
     pub state: DeliveryState,
@@ -328,6 +331,23 @@ pub trait DeliveryLog: Send + Sync {
         limit: usize,
         now_ms: u64,
     ) -> Result<(usize, Option<DeliveryId>), StoreError>;
+}
+
+/// The delivery log's times are Unix ms in the engines and RFC 3339 in its JSON: they are
+/// formatted here, as they are serialized, and nowhere else.
+mod log_time {
+    use serde::Serializer;
+
+    pub fn at<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(*ms))
+    }
+
+    pub fn optional<S: Serializer>(ms: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_str(&super::rfc3339(*ms)),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// RFC 3339 time in UTC with milliseconds, as the log API shows times.

@@ -3,7 +3,7 @@
 use super::records::{decode, err, StoredAttempt, StoredDelivery};
 use super::tables::{stored_delivery, ATTEMPTS, DEAD, DELIVERIES, PAYLOADS};
 use crate::store::queue::{
-    rfc3339, AttemptView, DeliveryDetail, DeliveryId, DeliveryState, DeliverySummary, ListFilter,
+    AttemptView, DeliveryDetail, DeliveryId, DeliveryState, DeliverySummary, ListFilter,
 };
 use crate::store::StoreError;
 use bytes::Bytes;
@@ -87,7 +87,7 @@ pub(super) fn detail(db: &Database, id: DeliveryId) -> Result<Option<DeliveryDet
         attempts.push(AttemptView {
             destination: a.destination,
             n: a.n,
-            started_at: rfc3339(a.started_ms),
+            started_ms: a.started_ms,
             duration_ms: a.duration_ms,
             status: a.status,
             error: a.error,

@@ -1,7 +1,7 @@
 //! What the file store keeps per delivery and per attempt, and how a record is encoded.
 
 use crate::store::queue::{
-    rfc3339, DeliveryId, DeliveryState, DeliverySummary, DestinationState, DestinationView,
+    DeliveryId, DeliveryState, DeliverySummary, DestinationState, DestinationView,
 };
 use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,7 @@ impl StoredDelivery {
         DeliverySummary {
             id: id.to_string(),
             route: self.route.clone(),
-            received_at: rfc3339(self.received_ms),
+            received_ms: self.received_ms,
             key: self.key.clone(),
             event: self.event.clone(),
             state: self.state(),
@@ -68,8 +68,8 @@ impl StoredDelivery {
                     name: d.name.clone(),
                     state: d.state,
                     attempts: d.attempts,
-                    next_attempt_at: match d.state {
-                        DestinationState::Pending => d.due_ms.map(rfc3339),
+                    next_attempt_ms: match d.state {
+                        DestinationState::Pending => d.due_ms,
                         _ => None,
                     },
                     last_status: d.last_status,

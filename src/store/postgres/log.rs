@@ -1,8 +1,8 @@
 //! The delivery log's reads (§10): pages of deliveries, one delivery with its attempts, a body.
 
 use crate::store::queue::{
-    rfc3339, AttemptView, DeliveryDetail, DeliveryId, DeliveryState, DeliverySummary,
-    DestinationState, DestinationView, ListFilter,
+    AttemptView, DeliveryDetail, DeliveryId, DeliveryState, DeliverySummary, DestinationState,
+    DestinationView, ListFilter,
 };
 use bytes::Bytes;
 use deadpool_postgres::Object;
@@ -27,10 +27,10 @@ fn destination_view(row: &Row) -> DestinationView {
         name: row.get("name"),
         state,
         attempts: row.get::<_, i32>("attempts").max(0) as u32,
-        next_attempt_at: match state {
-            DestinationState::Pending => row
-                .get::<_, Option<i64>>("due_ms")
-                .map(|d| rfc3339(d.max(0) as u64)),
+        next_attempt_ms: match state {
+            DestinationState::Pending => {
+                row.get::<_, Option<i64>>("due_ms").map(|d| d.max(0) as u64)
+            }
             _ => None,
         },
         last_status: row
@@ -72,7 +72,7 @@ async fn summaries(
             DeliverySummary {
                 id: DeliveryId(id as u64).to_string(),
                 route: r.get("route"),
-                received_at: rfc3339(r.get::<_, i64>("received_ms").max(0) as u64),
+                received_ms: r.get::<_, i64>("received_ms").max(0) as u64,
                 key: r.get("key"),
                 event: r.get("event"),
                 state: delivery_state(&destinations),
@@ -190,7 +190,7 @@ pub(super) async fn detail(
         .map(|a| AttemptView {
             destination: a.get(0),
             n: a.get::<_, i32>(1).max(0) as u32,
-            started_at: rfc3339(a.get::<_, i64>(2).max(0) as u64),
+            started_ms: a.get::<_, i64>(2).max(0) as u64,
             duration_ms: a.get::<_, i64>(3).max(0) as u64,
             status: a.get::<_, Option<i32>>(4).map(|s| s.clamp(0, 999) as u16),
             error: a.get(5),
