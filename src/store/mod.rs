@@ -89,13 +89,6 @@ impl StoreError {
     pub fn setup(cause: impl Into<BoxedError>) -> Self {
         Self::Setup(Cause::from(cause.into()))
     }
-
-    /// The error underneath, as the store's client library or the OS gave it.
-    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        match self {
-            Self::Unavailable(c) | Self::Full(c) | Self::Corrupt(c) | Self::Setup(c) => &*c.0,
-        }
-    }
 }
 
 /// A store error's cause, shared rather than copied: one failed group write is the answer of
