@@ -3,7 +3,8 @@
 # zlib-ng build), make/perl and a C compiler, python3 (the stand-in upstream), curl, and a Redis
 # server (the demo's stream destination). With --tests, also what only the tests need: promtool,
 # systemd-analyze, Chromium and ChromeDriver, psql and the PostgreSQL server binaries, the
-# providers' Python libraries, kubernetes-validate and selenium.
+# providers' Python libraries, kubernetes-validate and selenium, and tansu (a Kafka-protocol broker,
+# built from crates.io: about 11 minutes on two idle cores, once per machine).
 # Idempotent: does nothing when everything is present.
 # Usage: scripts/setup.sh [--tests]
 set -euo pipefail
@@ -54,3 +55,10 @@ if $tests; then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+
+if $tests && ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  # The Kafka destination's tests start private brokers of it. Its in-memory storage engine is
+  # the `dynostore` feature, which tansu's default build leaves out.
+  echo "setup: installing tansu 0.6 (a Kafka-protocol broker) for the Kafka destination's tests"
+  cargo install tansu --version 0.6.0 --locked --features dynostore
+fi

@@ -22,5 +22,6 @@ pub mod server;
 pub mod signature;
 pub mod spans;
 pub mod store;
+pub mod tls_roots;
 pub mod trace;
 pub mod urlencoded;

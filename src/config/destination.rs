@@ -6,9 +6,17 @@ use super::raw::RawDestination;
 use super::{Broker, BrokerKind, Condition, Destination, DestinationTarget};
 use std::sync::Arc;
 
-/// The broker schemes (PRODUCT.md §9); `kafka` is recognised so `check` can say it is not built.
+/// The broker schemes (PRODUCT.md §9).
 const BROKER_SCHEMES: &[&str] = &[
-    "nats", "tls", "nats+tls", "amqp", "amqps", "redis", "rediss", "kafka",
+    "nats",
+    "tls",
+    "nats+tls",
+    "amqp",
+    "amqps",
+    "redis",
+    "rediss",
+    "kafka",
+    "kafka+tls",
 ];
 
 /// The broker scheme `url` starts with, if any.
@@ -42,6 +50,42 @@ fn redacted(url: &str) -> String {
         }
         None => url.to_string(),
     }
+}
+
+/// The bootstrap brokers of `kafka://host[:port][,host[:port]…]` (9092 when a port is left
+/// out), and whether the scheme asks for TLS.
+fn kafka_brokers(url: &str) -> Result<(Vec<String>, bool), String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("kafka", url));
+    let tls = scheme.eq_ignore_ascii_case("kafka+tls");
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(
+            "SASL credentials are not supported in this version of kafka:// \
+                    (use a listener without authentication, over kafka+tls://)"
+                .to_string(),
+        );
+    }
+    let mut brokers = Vec::new();
+    for host in authority.split(',') {
+        let host = host.trim();
+        if host.is_empty() {
+            return Err("expected kafka://host:port[,host:port…]".to_string());
+        }
+        let has_port = match host.rsplit_once(':') {
+            Some((h, port)) if !h.ends_with(':') => {
+                port.parse::<u16>()
+                    .map_err(|_| format!("{port:?} is not a port"))?;
+                true
+            }
+            _ => false,
+        };
+        brokers.push(if has_port {
+            host.to_string()
+        } else {
+            format!("{host}:9092")
+        });
+    }
+    Ok((brokers, tls))
 }
 
 pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Option<Destination> {
@@ -157,13 +201,25 @@ pub(super) fn destination(cx: &mut Ctx<'_>, at: &str, d: &RawDestination) -> Opt
             }))
         }
         _ => {
-            required(cx, "topic", &d.topic);
-            cx.err(
-                format!("{at}.url"),
-                "kafka:// destinations are not supported in this version \
-                 (use nats://, amqp:// or redis://)",
-            );
-            None
+            let topic = required(cx, "topic", &d.topic);
+            if let Some(p) = d.key.as_deref().filter(|p| !p.starts_with('/')) {
+                cx.err(
+                    format!("{at}.key"),
+                    format!("{p:?} is not a JSON pointer (e.g. /customer_id)"),
+                );
+            }
+            match kafka_brokers(&url) {
+                Ok((brokers, tls)) => Some(broker(BrokerKind::Kafka {
+                    brokers,
+                    tls,
+                    topic,
+                    key: d.key.clone(),
+                })),
+                Err(e) => {
+                    cx.err(format!("{at}.url"), e);
+                    None
+                }
+            }
         }
     };
     if cx.problems_len() > before {
@@ -190,5 +246,20 @@ mod tests {
             "nats://127.0.0.1:4222"
         );
         assert_eq!(super::redacted("redis://:pw@h/0"), "redis://:***@h/0");
+    }
+
+    #[test]
+    fn kafka_urls_name_their_bootstrap_brokers() {
+        assert_eq!(
+            super::kafka_brokers("kafka://k1:9093,k2"),
+            Ok((vec!["k1:9093".to_string(), "k2:9092".to_string()], false))
+        );
+        assert_eq!(
+            super::kafka_brokers("kafka+tls://k1:9094/"),
+            Ok((vec!["k1:9094".to_string()], true))
+        );
+        assert!(super::kafka_brokers("kafka://k1:x").is_err());
+        assert!(super::kafka_brokers("kafka://,k2").is_err());
+        assert!(super::kafka_brokers("kafka://u:p@k1").is_err());
     }
 }

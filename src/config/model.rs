@@ -213,6 +213,16 @@ pub enum BrokerKind {
         stream: String,
         max_len: Option<u64>,
     },
+    /// Produce to `topic` with `acks=all`, keyed by the value at the `key` pointer (else the
+    /// idempotency key), on the partition Kafka's own clients pick for that key.
+    Kafka {
+        /// The bootstrap brokers, `host:port` each.
+        brokers: Vec<String>,
+        /// `kafka+tls://`: every broker connection is TLS.
+        tls: bool,
+        topic: String,
+        key: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]

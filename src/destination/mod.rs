@@ -8,6 +8,7 @@
 
 mod amqp;
 mod connection;
+mod kafka;
 mod nats;
 mod redis_stream;
 
@@ -22,6 +23,8 @@ use std::time::Duration;
 pub struct Message {
     /// The delivery's id (`dlv_…`): the message id brokers dedupe on.
     pub id: String,
+    /// The delivery's idempotency key (hex), where its route has one.
+    pub key: Option<String>,
     /// The headers of PRODUCT.md §6 and hookgate's own, in order.
     pub headers: Vec<(String, String)>,
     /// The exact body bytes the sender signed.
@@ -92,6 +95,18 @@ pub fn publisher(broker: &Broker, timeout: Duration) -> Arc<dyn Publisher> {
             stream,
             *max_len,
         )),
+        BrokerKind::Kafka {
+            brokers,
+            tls,
+            topic,
+            key,
+        } => Arc::new(kafka::Kafka::new(
+            brokers,
+            *tls,
+            topic,
+            key.as_deref(),
+            timeout,
+        )),
     }
 }
 
@@ -116,6 +131,7 @@ mod tests {
     fn repeated_headers_join_in_the_json_object() {
         let m = Message {
             id: "dlv_1".into(),
+            key: None,
             headers: vec![
                 ("A".into(), "1".into()),
                 ("A".into(), "2".into()),

@@ -478,6 +478,7 @@ impl Attempt {
         }
         let message = Message {
             id: a.id.to_string(),
+            key: a.key.clone(),
             headers,
             body: a.body.clone(),
         };

@@ -100,6 +100,8 @@ pub struct DueAttempt {
     pub headers: Bytes,
     pub body: Bytes,
     pub received_ms: u64,
+    /// The idempotency key (hex) stored with the delivery: a Kafka message's default key.
+    pub key: Option<String>,
     /// The event name stored with the delivery.
     pub event: Option<String>,
 }

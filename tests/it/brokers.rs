@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// A queue route `q` on `/webhooks/q` with the given destination list items (YAML, indented by
 /// six spaces), on a file store.
-fn broker_route(destinations: &str, retry: &str) -> String {
+pub(crate) fn broker_route(destinations: &str, retry: &str) -> String {
     format!(
         r#"store:
   url: "file:state.db"
@@ -39,18 +39,18 @@ routes:
     )
 }
 
-async fn queue_one(gw: &Gateway, body: &[u8]) -> String {
+pub(crate) async fn queue_one(gw: &Gateway, body: &[u8]) -> String {
     let (status, code, json) = answer(post_signed(&gw.http_url("/webhooks/q"), body).await).await;
     assert_eq!((status, code.as_str()), (200, "queued"), "{json}");
     json["delivery_id"].as_str().unwrap().to_string()
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The headers every broker message carries (§9), checked on a name → value lookup.
-fn assert_hookgate_headers(get: impl Fn(&str) -> Option<String>, id: &str) {
+pub(crate) fn assert_hookgate_headers(get: impl Fn(&str) -> Option<String>, id: &str) {
     assert_eq!(get("Hookgate-Delivery-Id").as_deref(), Some(id));
     assert_eq!(get("Hookgate-Attempt").as_deref(), Some("1"));
     assert_eq!(get("Hookgate-Route").as_deref(), Some("q"));
@@ -155,10 +155,10 @@ async fn a_queued_delivery_is_one_jetstream_message_with_its_id_as_nats_msg_id()
     js.delete_stream(&name).await.unwrap();
 }
 
-type Series<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+pub(crate) type Series<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 
 /// Polls until the sum of `series` is at least `want`.
-async fn metric_reaches(gw: &Gateway, series: &[Series<'_>], want: f64) {
+pub(crate) async fn metric_reaches(gw: &Gateway, series: &[Series<'_>], want: f64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let mut got = 0.0;
@@ -447,14 +447,17 @@ async fn a_queued_delivery_is_one_persistent_amqp_message_with_its_id() {
 
 /// A TLS front for the machine's RabbitMQ (socat, on a port of its own, with `cert`): the shared
 /// broker has no TLS listener, and this test must not reconfigure it.
-struct TlsFront {
-    port: u16,
+pub(crate) struct TlsFront {
+    pub(crate) port: u16,
     child: Child,
 }
 
 impl TlsFront {
-    fn start(cert: &Path, key: &Path, to: u16) -> Self {
-        let port = free_port();
+    pub(crate) fn start(cert: &Path, key: &Path, to: u16) -> Self {
+        Self::start_on(free_port(), cert, key, to)
+    }
+
+    pub(crate) fn start_on(port: u16, cert: &Path, key: &Path, to: u16) -> Self {
         let mut child = Command::new("socat")
             .arg(format!(
                 "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
@@ -637,7 +640,7 @@ async fn a_queued_delivery_is_one_redis_stream_entry_with_body_and_headers() {
 
 /// A gateway that does not trust the broker's certificate: a delivery it queues is attempted
 /// and fails as `unavailable`, again and again, and never counts as delivered.
-async fn attempts_fail_untrusted(doubting: &Gateway, destination: &str) {
+pub(crate) async fn attempts_fail_untrusted(doubting: &Gateway, destination: &str) {
     queue_one(doubting, &delivery("job.completed", "untrusted")).await;
     let refused = [("destination", destination), ("result", "unavailable")];
     metric_reaches(
@@ -767,7 +770,8 @@ routes:
       - { name: n, url: "nats://127.0.0.1:4222" }
       - { name: a, url: "amqp://127.0.0.1:5672" }
       - { name: r, url: "redis://127.0.0.1:6379" }
-      - { name: k, url: "kafka://127.0.0.1:9092" }
+      - { name: k, url: "kafka://127.0.0.1:9092", key: job_id }
+      - { name: l, url: "kafka://app:pw@127.0.0.1:9092", topic: t }
       - { name: w, url: "redis://127.0.0.1:6379", stream: s, subject: x }
       - { name: c, url: "http://127.0.0.1:5000", when: "body.a >" }
       - { name: f, url: "ftp://127.0.0.1:21" }
@@ -782,10 +786,11 @@ routes:
         "routes[q].upstreams[1].exchange: an amqp destination needs an exchange",
         "routes[q].upstreams[2].stream: a redis destination needs a stream",
         "routes[q].upstreams[3].topic: a kafka destination needs a topic",
-        "routes[q].upstreams[3].url: kafka:// destinations are not supported",
-        "routes[q].upstreams[4].subject: a redis destination has no subject",
-        "routes[q].upstreams[5].when: \"body.a >\" is not a CEL expression",
-        "routes[q].upstreams[6].url:",
+        "routes[q].upstreams[3].key: \"job_id\" is not a JSON pointer",
+        "routes[q].upstreams[4].url: SASL credentials are not supported",
+        "routes[q].upstreams[5].subject: a redis destination has no subject",
+        "routes[q].upstreams[6].when: \"body.a >\" is not a CEL expression",
+        "routes[q].upstreams[7].url:",
         "routes[fwd].upstream: nats:// is a broker destination: queue routes only",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");

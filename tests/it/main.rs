@@ -13,6 +13,7 @@ mod hardening;
 mod harness;
 mod hostile;
 mod idempotency;
+mod kafka;
 mod limits;
 mod observability;
 mod operations;

@@ -92,6 +92,7 @@ impl FileStore {
                 headers: payload.slice(..head_len),
                 body: payload.slice(head_len..),
                 received_ms: d.received_ms,
+                key: d.key.clone(),
                 event: d.event.clone(),
             });
         }

@@ -97,7 +97,7 @@ impl Queue for PostgresStore {
                               AND d.name = $2
                             RETURNING d.delivery_id, d.attempts, d.scheduled)
                         SELECT t.delivery_id, t.attempts, t.scheduled, x.target, x.headers, x.body,
-                               x.received_ms, x.event
+                               x.received_ms, x.event, x.key
                         FROM taken t JOIN hookgate_deliveries x ON x.id = t.delivery_id",
                     )
                     .await?,
@@ -124,6 +124,7 @@ impl Queue for PostgresStore {
                 body: Bytes::from(r.get::<_, Vec<u8>>(5)),
                 received_ms: r.get::<_, i64>(6).max(0) as u64,
                 event: r.get(7),
+                key: r.get(8),
             })
             .collect())
     }

@@ -5,7 +5,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 
 /// How the server's certificate is checked, as libpq's `sslmode` says: `disable`, `prefer` and
@@ -63,26 +63,12 @@ pub(super) fn tls_connector(
 
 /// Chain and name checked against the system's roots.
 fn web_pki(provider: &Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>, StoreError> {
-    WebPkiServerVerifier::builder_with_provider(Arc::new(system_roots()?), provider.clone())
+    let roots = crate::tls_roots::system_roots().map_err(|why| {
+        StoreError::setup(format!("TLS for Postgres: the system's CA roots: {why}"))
+    })?;
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| StoreError::setup(format!("TLS for Postgres: {e}")))
-}
-
-fn system_roots() -> Result<RootCertStore, StoreError> {
-    let mut roots = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "no CA certificate found".into());
-        return Err(StoreError::setup(format!(
-            "TLS for Postgres: the system's CA roots: {why}"
-        )));
-    }
-    Ok(roots)
 }
 
 /// `sslmode` below `verify-full`: with `chain`, the chain is checked and the name is not
