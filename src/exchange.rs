@@ -6,7 +6,7 @@
 
 use crate::rejection::Rejection;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ExchangeError {
     /// No answer (or broker ack) within the timeout.
     #[error("timeout: no answer within {0:?}")]

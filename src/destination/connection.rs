@@ -15,8 +15,9 @@ pub struct Connection<C> {
 
 struct State<C> {
     current: Option<C>,
-    /// After a failed connect: no new try before this.
-    not_before: Option<Instant>,
+    /// After a failed connect: no new try before this, and why it failed; attempts until then
+    /// fail with the same error (a topic that is missing stays a refusal, not an outage).
+    not_before: Option<(Instant, ExchangeError)>,
     backoff: Duration,
 }
 
@@ -42,12 +43,9 @@ impl<C: Clone> Connection<C> {
         if let Some(c) = &state.current {
             return Ok(c.clone());
         }
-        if let Some(t) = state.not_before {
-            if Instant::now() < t {
-                return Err(ExchangeError::Connect(format!(
-                    "the broker was unreachable; next try in {} ms",
-                    t.saturating_duration_since(Instant::now()).as_millis()
-                )));
+        if let Some((t, why)) = &state.not_before {
+            if Instant::now() < *t {
+                return Err(why.clone());
             }
         }
         match connect().await {
@@ -58,7 +56,7 @@ impl<C: Clone> Connection<C> {
                 Ok(c)
             }
             Err(e) => {
-                state.not_before = Some(Instant::now() + state.backoff);
+                state.not_before = Some((Instant::now() + state.backoff, e.clone()));
                 state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
                 Err(e)
             }
