@@ -96,16 +96,14 @@ impl Kafka {
         Ok(Arc::new(Topic { partitions }))
     }
 
-    /// The record's key: the body's value at `key` (a string as it is, anything else as its
-    /// JSON text), else the idempotency key.
+    /// The record's key: the body's value at `key` (as `order_by` reads one), else the
+    /// idempotency key.
     fn record_key(&self, message: &Message) -> Option<Vec<u8>> {
         let at_pointer = self.key.as_deref().and_then(|pointer| {
             let body: serde_json::Value = serde_json::from_slice(&message.body).ok()?;
-            Some(match body.pointer(pointer)? {
-                serde_json::Value::Null => return None,
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
+            body.pointer(pointer)
+                .filter(|v| !v.is_null())
+                .map(crate::pipeline::key_text)
         });
         at_pointer
             .or_else(|| message.key.clone())

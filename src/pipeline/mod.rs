@@ -90,17 +90,21 @@ fn event_name(route: &Route, json: Option<&serde_json::Value>) -> Option<String>
     json?.pointer(pointer)?.as_str().map(str::to_string)
 }
 
-/// The value at a queue route's `order_by` pointer: a string as it is, anything else as its
-/// JSON text (so `"42"` and `42` are different keys, as in idempotency keys).
+/// The value at a queue route's `order_by` pointer, as [`key_text`] writes it.
 fn order_key(route: &Route, json: Option<&serde_json::Value>) -> Option<String> {
     let crate::config::Mode::Queue(q) = &route.mode else {
         return None;
     };
-    let value = json?.pointer(q.policy.order_by.as_deref()?)?;
-    Some(match value {
+    json?.pointer(q.policy.order_by.as_deref()?).map(key_text)
+}
+
+/// A body value used as a key (`order_by`, a Kafka record's `key`): a string as it is, anything
+/// else as its JSON text, so `"42"` and `42` are different keys.
+pub fn key_text(value: &serde_json::Value) -> String {
+    match value {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
-    })
+    }
 }
 
 /// signature (and a verification request answered) → parse → schema → events → idempotency key. Runs on the complete body, whose size

@@ -155,6 +155,35 @@ async fn a_queued_delivery_is_one_jetstream_message_with_its_id_as_nats_msg_id()
     js.delete_stream(&name).await.unwrap();
 }
 
+/// A broker that is down: `destination`'s attempts fail (`unavailable` or `timeout`, `attempts`
+/// of them at least) and, held down for longer than several retry delays, nothing goes dead.
+pub(crate) async fn attempts_fail_while_down(gw: &Gateway, destination: &str, attempts: f64) {
+    metric_reaches(
+        gw,
+        &[
+            (
+                "hookgate_delivery_attempts_total",
+                &[("destination", destination), ("result", "unavailable")],
+            ),
+            (
+                "hookgate_delivery_attempts_total",
+                &[("destination", destination), ("result", "timeout")],
+            ),
+        ],
+        attempts,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        gw.metric(
+            "hookgate_deliveries_total",
+            &[("destination", destination), ("outcome", "dead")]
+        )
+        .await,
+        0.0
+    );
+}
+
 pub(crate) type Series<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 
 /// Polls until the sum of `series` is at least `want`.
@@ -230,13 +259,10 @@ impl PrivateNats {
             .spawn()
             .expect("nats-server runs");
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the private nats-server did not start");
+        assert!(
+            listening_within(self.port, Duration::from_secs(5)),
+            "the private nats-server did not start"
+        );
     }
 
     fn stop(&mut self) {
@@ -288,31 +314,7 @@ async fn deliveries_wait_for_a_broker_that_is_down_while_an_app_of_the_route_get
         || app.count() == 5,
     )
     .await;
-    metric_reaches(
-        &gw,
-        &[
-            (
-                "hookgate_delivery_attempts_total",
-                &[("destination", "stream"), ("result", "unavailable")],
-            ),
-            (
-                "hookgate_delivery_attempts_total",
-                &[("destination", "stream"), ("result", "timeout")],
-            ),
-        ],
-        5.0,
-    )
-    .await;
-    // Held down for longer than several retry delays.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        gw.metric(
-            "hookgate_deliveries_total",
-            &[("destination", "stream"), ("outcome", "dead")]
-        )
-        .await,
-        0.0
-    );
+    attempts_fail_while_down(&gw, "stream", 5.0).await;
 
     nats.run();
     let js = jetstream_on(nats.port).await;
@@ -469,11 +471,8 @@ impl TlsFront {
             .stderr(Stdio::null())
             .spawn()
             .expect("socat (scripts/setup.sh installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { port, child };
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if listening_within(port, Duration::from_secs(5)) {
+            return Self { port, child };
         }
         let _ = child.kill();
         let _ = child.wait();

@@ -60,6 +60,19 @@ pub fn free_port() -> u16 {
 
 /// A port where a connection is refused for as long as the returned socket lives: bound, never
 /// listening, so nothing else can take it meanwhile.
+/// Whether something accepts connections on 127.0.0.1:`port` within `limit`, tried every 50 ms:
+/// for the private servers the tests start.
+pub fn listening_within(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -4,7 +4,8 @@
 //! hookgate's own, its key, on the partition Kafka's own producers pick for that key.
 
 use crate::brokers::{
-    assert_hookgate_headers, broker_route, metric_reaches, queue_one, unique, TlsFront,
+    assert_hookgate_headers, attempts_fail_while_down, broker_route, metric_reaches, queue_one,
+    unique, TlsFront,
 };
 use crate::harness::*;
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
@@ -62,13 +63,11 @@ impl PrivateKafka {
             .spawn()
             .expect("tansu (scripts/setup.sh --tests installs it)");
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the private tansu broker did not start on {}", self.port);
+        assert!(
+            listening_within(self.port, Duration::from_secs(10)),
+            "the private tansu broker did not start on {}",
+            self.port
+        );
     }
 
     fn stop(&mut self) {
@@ -286,31 +285,7 @@ async fn deliveries_wait_for_a_kafka_broker_that_is_down_while_an_app_of_the_rou
         app.count() == 5
     })
     .await;
-    metric_reaches(
-        &gw,
-        &[
-            (
-                "hookgate_delivery_attempts_total",
-                &[("destination", "by-job"), ("result", "unavailable")],
-            ),
-            (
-                "hookgate_delivery_attempts_total",
-                &[("destination", "by-job"), ("result", "timeout")],
-            ),
-        ],
-        5.0,
-    )
-    .await;
-    // Held down for longer than several retry delays.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        gw.metric(
-            "hookgate_deliveries_total",
-            &[("destination", "by-job"), ("outcome", "dead")]
-        )
-        .await,
-        0.0
-    );
+    attempts_fail_while_down(&gw, "by-job", 5.0).await;
 
     // The broker keeps its topics in memory: it comes back empty, and the topic is made again.
     kafka.run();
