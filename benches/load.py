@@ -87,6 +87,21 @@ def cpu_seconds(session):
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds(url):
+    """CPU time used so far by the Postgres server at `url` when it runs on this machine: its live
+    processes (one session, the postmaster's) plus the children that have exited (the postmaster's
+    cutime/cstime). None when its postmaster.pid cannot be read (a remote server)."""
+    out = subprocess.run(["psql", f"{url}/postgres", "-qAtc", "show data_directory"],
+                         capture_output=True, text=True).stdout.strip()
+    try:
+        postmaster = int(open(os.path.join(out, "postmaster.pid")).readline())
+        fields = open(f"/proc/{postmaster}/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    exited = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+    return cpu_seconds(int(fields[3])) + exited
+
+
 def wait_port(port):
     for _ in range(200):
         try:
@@ -416,26 +431,44 @@ handlers:
                              capture_output=True, text=True).stdout.strip()
         return int(out) if out.isdigit() else 0
 
-    def wait_drained(pending, limit=120):
-        """Waits until `pending()` is 0 (at most `limit` s); returns (backlog at start, left, s)."""
-        backlog, t0 = pending(), time.time()
-        left = backlog
-        while left > 0 and time.time() - t0 < limit:
-            time.sleep(0.5)
-            left = pending()
-        return backlog, left, time.time() - t0
-
     results = {t: [] for t in targets}
 
-    def wrk(name, port, deliveries, tls=False):
+    # Targets that keep working after they answer: their CPU per delivery is counted until the
+    # work a round gave them is done (the backlog delivered), not only while wrk sends.
+    queued = {"hookgate-queue", "hookgate-queue-nats", "hookgate-queue-pg", "qhook", "qhook-pg"}
+    # Targets on the shared Postgres: its CPU is counted beside theirs.
+    on_postgres = {"hookgate-pg", "hookgate-queue-pg", "qhook-pg"}
+    pg_cpu = {t: [] for t in on_postgres}
+
+    def busy_seconds(name):
+        total = cpu_seconds(sessions[name])
+        if name in on_postgres:
+            total += postgres_cpu_seconds(PG) or 0
+        return total
+
+    def until_idle(name, limit=120):
+        """Waits until the target (and its Postgres) use under 2 % of a core for half a second."""
+        t0, last = time.time(), busy_seconds(name)
+        while time.time() - t0 < limit:
+            time.sleep(0.5)
+            now = busy_seconds(name)
+            if now - last < 0.01:
+                return
+            last = now
+
+    def wrk(name, port, deliveries, tls=False, before_idle=lambda: None):
         # The target's own CPU time per request: steadier than req/s on a shared machine, and it
         # is what a check costs. (The upstream target *is* the app, so its figure is the app's.)
         cpu_before = cpu_seconds(sessions[name])
+        pg_before = postgres_cpu_seconds(PG) if name in on_postgres else None
         header = "X-Webhook-Signature" if name.startswith("qhook") else "X-ImgGo-Signature"
         url = f"https://localhost:{port}/webhooks/imggo" if tls else f"http://127.0.0.1:{port}/webhooks/imggo"
         out = subprocess.run(["wrk", "-t2", f"-c{CONNS}", f"-d{SECONDS}s", "--latency", "-s", "benches/imggo.lua",
                               url, "--", deliveries, header] + (["close"] if tls else []),
                              capture_output=True, text=True, check=True).stdout
+        before_idle()
+        if name in queued:
+            until_idle(name)
         cpu = cpu_seconds(sessions[name]) - cpu_before
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -444,23 +477,29 @@ handlers:
             v, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
             return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
         bad = int(re.search(r"non_200 (\d+)", out).group(1))
+        if pg_before is not None:
+            pg_cpu[name].append((postgres_cpu_seconds(PG) - pg_before) * 1e6 / total)
         return rps, pct(50), pct(99), cpu * 1e6 / total, bad
 
+    backlog_of = {"hookgate-queue": queue_backlog, "hookgate-queue-nats": lambda: queue_backlog("admin-queue-nats"),
+                  "hookgate-queue-pg": pg_pending}
     for r in range(ROUNDS):
         for name, port in targets.items():
-            rps, p50, p99, cpu, bad = wrk(name, port, files[r])
+            # The backlog a queue target was left with when wrk stopped; the round's CPU is then
+            # counted until it is delivered.
+            seen = {"ended": time.time()}
+
+            def note_backlog(name=name, seen=seen):
+                seen["ended"] = time.time()
+                if name in backlog_of:
+                    seen["backlog"] = backlog_of[name]()
+            rps, p50, p99, cpu, bad = wrk(name, port, files[r], before_idle=note_backlog)
             results[name].append((rps, p50, p99, cpu, bad))
             extra = ""
-            if name == "hookgate-queue":
-                extra = f"  backlog {queue_backlog()}"
-            elif name == "hookgate-queue-nats":
-                extra = f"  backlog {queue_backlog('admin-queue-nats')}"
-            elif name == "hookgate-queue-pg":
-                # Its worker drains the backlog with Postgres's CPU: wait for it here, so that
-                # the drain does not load the next target's round.
-                backlog, left, took = wait_drained(pg_pending)
-                extra = (f"  backlog {backlog}, drained in {took:.1f} s"
-                         f" ({(backlog - left) / max(took, 0.001):.0f} attempts/s, {left} left)")
+            if name in queued:
+                extra = f"  backlog {seen.get('backlog', '?')}, idle {time.time() - seen['ended']:.1f} s after wrk"
+            if name in on_postgres:
+                extra += f"  postgres cpu {pg_cpu[name][-1]:6.1f} us/req"
             print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
                   f"cpu {cpu:6.1f} us/req  non-200 {bad}{extra}", flush=True)
 
@@ -490,16 +529,15 @@ handlers:
         ours = "hookgate-queue" if name == "qhook" else "hookgate-queue-pg"
         print(f"{ours} / {name} (same store kind): {med[ours][0] / med[name][0]:.1f}x req/s, "
               f"CPU per request {med[ours][3] / med[name][3]:.2f}x, p99 {med[ours][2] / med[name][2]:.2f}x")
-    # Drain rate: how fast one replica empties a backlog it was left with.
-    # (Postgres's is waited for after each of its rounds, above.)
+    pg_med = {t: statistics.median(v) for t, v in pg_cpu.items() if v}
+    for t, v in pg_med.items():
+        print(f"{t:14s} gateway {med[t][3]:6.1f} + postgres {v:6.1f} = {med[t][3] + v:6.1f} us of CPU per delivery")
+    if "qhook-pg" in pg_med and "hookgate-queue-pg" in pg_med:
+        ours, theirs = med["hookgate-queue-pg"][3] + pg_med["hookgate-queue-pg"], med["qhook-pg"][3] + pg_med["qhook-pg"]
+        print(f"hookgate-queue-pg + postgres / qhook-pg + postgres (same Postgres): CPU per delivery {ours / theirs:.2f}x")
     print(f"hookgate queue mode to JetStream / to the HTTP app (file store both): "
           f"{med['hookgate-queue-nats'][0] / med['hookgate-queue'][0]:.2f}x req/s, "
           f"CPU per delivery {med['hookgate-queue-nats'][3] / med['hookgate-queue'][3]:.2f}x")
-    for label, pending in (("file", queue_backlog), ("file, to JetStream", lambda: queue_backlog("admin-queue-nats"))):
-        start_backlog, left, took = wait_drained(pending)
-        rate = (start_backlog - left) / took if took > 0 else 0
-        print(f"queue backlog on {label} after the last round: {start_backlog}; "
-              f"{left} left after {took:.1f} s ({rate:.0f} attempts/s drained by one replica)")
     # The senders' real pattern: a new TLS 1.3 connection per delivery (one ECDSA P-256
     # certificate for all, X25519), hookgate with every check against nginx (a plain TLS proxy)
     # and HAProxy (its checks), each on one thread.

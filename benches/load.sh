@@ -11,13 +11,16 @@
 #                    to the same app in the background
 #   hookgate-queue-nats   the same queue route with one JetStream destination (the machine's NATS on
 #                    4222, a stream of the run's own) instead of the app
+# Queue targets (hookgate's and qhook's) are charged the CPU of a round until the backlog it left is
+# delivered, and targets on the shared Postgres are charged its CPU too (when it runs here).
 # wrk replays pre-signed, all-distinct deliveries. Prints req/s, p50, p99 per target and the
 # ratios to nginx and to plain Pingora. Usage: benches/load.sh [seconds per round] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || {
+# cmake builds the Kafka client's librdkafka for the release binary.
+command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v cmake >/dev/null || {
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq wrk nginx-light haproxy >/dev/null
+  $sudo apt-get install -y -qq wrk nginx-light haproxy cmake >/dev/null
 }
 # qhook, the open-source tool of queue mode's shape, is measured beside it when it can be installed.
 command -v qhook >/dev/null || cargo install qhook --locked || echo "load: qhook could not be installed; its targets are skipped"
