@@ -88,9 +88,8 @@ def cpu_seconds(session):
 
 
 def postgres_cpu_seconds(url):
-    """CPU time used so far by the Postgres server at `url` when it runs on this machine: its live
-    processes (one session, the postmaster's) plus the children that have exited (the postmaster's
-    cutime/cstime). None when its postmaster.pid cannot be read (a remote server)."""
+    """CPU time used so far by the Postgres server at `url` when it runs on this machine: the
+    postmaster's, its live children's, and its exited children's (the postmaster's cutime/cstime). None when its postmaster.pid cannot be read (a remote server)."""
     out = subprocess.run(["psql", f"{url}/postgres", "-qAtc", "show data_directory"],
                          capture_output=True, text=True).stdout.strip()
     try:
@@ -98,8 +97,18 @@ def postgres_cpu_seconds(url):
         fields = open(f"/proc/{postmaster}/stat").read().rsplit(")", 1)[1].split()
     except (OSError, ValueError):
         return None
-    exited = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
-    return cpu_seconds(int(fields[3])) + exited
+    # Its children each call setsid(), so they are found by their parent, not by a session.
+    ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # own + exited children
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            child = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(child[1]) == postmaster:  # ppid
+            ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_port(port):
