@@ -129,7 +129,7 @@ def stop_all():
             pass
 
 
-ports = {k: free_port() for k in ("upstream", "nginx", "haproxy", "pingora", "hookgate", "admin", "hookgate-redis", "admin-redis",
+ports = {k: free_port() for k in ("upstream", "nginx", "haproxy", "pingora", "pingora-hyper", "hookgate", "admin", "hookgate-redis", "admin-redis",
                                   "hookgate-queue", "admin-queue", "hookgate-base", "admin-base",
                                   "hookgate-pg", "admin-hookgate-pg", "hookgate-queue-pg", "admin-hookgate-queue-pg",
                                   "qhook", "qhook-pg", "hookgate-queue-nats", "admin-queue-nats")}
@@ -203,6 +203,9 @@ frontend webhooks
 
     sessions["pingora"] = start([f"{REL}/examples/passthrough", f"127.0.0.1:{ports['pingora']}", upstream, "1"]).pid
     wait_port(ports["pingora"])
+    sessions["pingora-hyper"] = start([f"{REL}/examples/hyper_passthrough", f"127.0.0.1:{ports['pingora-hyper']}",
+                                       upstream, "1"]).pid
+    wait_port(ports["pingora-hyper"])
 
     schema = os.path.abspath("config/schemas/imggo-webhook.json")
     config = os.path.join(tmp, "hookgate.yaml")
@@ -417,7 +420,7 @@ handlers:
     print("haproxy refuses it with 401 too")
 
     targets = {"upstream": ports["upstream"], "nginx": ports["nginx"], "haproxy": ports["haproxy"],
-               "pingora": ports["pingora"],
+               "pingora": ports["pingora"], "pingora-hyper": ports["pingora-hyper"],
                "hookgate": ports["hookgate"], "hookgate-redis": ports["hookgate-redis"],
                "hookgate-queue": ports["hookgate-queue"], "hookgate-queue-nats": ports["hookgate-queue-nats"],
                "hookgate-pg": ports["hookgate-pg"],
@@ -440,6 +443,11 @@ handlers:
                              capture_output=True, text=True).stdout.strip()
         return int(out) if out.isdigit() else 0
 
+    # ONLY=pingora,pingora-hyper,haproxy measures just those (every target is still started): a
+    # focused comparison in a few minutes. A ratio is printed when both of its sides were measured.
+    only = [t for t in os.environ.get("ONLY", "").split(",") if t]
+    if only:
+        targets = {t: p for t, p in targets.items() if t in only}
     results = {t: [] for t in targets}
 
     # Targets that keep working after they answer: their CPU per delivery is counted until the
@@ -449,25 +457,66 @@ handlers:
     on_postgres = {"hookgate-pg", "hookgate-queue-pg", "qhook-pg"}
     pg_cpu = {t: [] for t in on_postgres}
 
+    def qhook_backlog(name):
+        """Jobs qhook accepted and has not finished (its jobs table, on SQLite or on Postgres)."""
+        query = "select count(*) from jobs where status in ('available', 'running', 'retryable')"
+        if name == "qhook-pg":
+            out = subprocess.run(["psql", f"{PG}/{pg_db}_qhook", "-qAtc", query],
+                                 capture_output=True, text=True).stdout.strip()
+            return int(out) if out.isdigit() else 0
+        import sqlite3
+        try:
+            with sqlite3.connect(f"file:{os.path.join(tmp, name, 'qhook.db')}?mode=ro", uri=True, timeout=5) as db:
+                return db.execute(query).fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    backlog_of = {"hookgate-queue": queue_backlog, "hookgate-queue-nats": lambda: queue_backlog("admin-queue-nats"),
+                  "hookgate-queue-pg": pg_pending}
+    for name in qhook_targets:
+        backlog_of[name] = lambda name=name: qhook_backlog(name)
+
     def busy_seconds(name):
         total = cpu_seconds(sessions[name])
         if name in on_postgres:
             total += postgres_cpu_seconds(PG) or 0
         return total
 
-    def until_idle(name, limit=120):
-        """Waits until the target (and its Postgres) use under 2 % of a core for half a second."""
+    # What a target (and the shared Postgres) burn with no load at all: polling, gauges, the other
+    # gateways' idle connections. It is measured once before the rounds and taken off each round's
+    # charge, so a round is charged only for the work it gave.
+    idle_rate = {}
+    for name in targets:
+        if name in queued or name in on_postgres:
+            t0, c0 = time.time(), busy_seconds(name)
+            time.sleep(2)
+            idle_rate[name] = (busy_seconds(name) - c0) / (time.time() - t0)
+    pg_idle_rate = 0.0
+    if any(t in on_postgres for t in targets) and postgres_cpu_seconds(PG) is not None:
+        t0, c0 = time.time(), postgres_cpu_seconds(PG)
+        time.sleep(2)
+        pg_idle_rate = (postgres_cpu_seconds(PG) - c0) / (time.time() - t0)
+
+    def until_idle(name, limit=900):
+        """Waits until the target's backlog is delivered and it (with its Postgres) uses under 2 %
+        of a core above its idle rate for half a second. Returns the backlog still left at
+        `limit` (0 when it drained), so a round that did not finish is reported, not hidden."""
         t0, last = time.time(), busy_seconds(name)
         while time.time() - t0 < limit:
             time.sleep(0.5)
             now = busy_seconds(name)
-            if now - last < 0.01:
-                return
+            left = backlog_of[name]() if name in backlog_of else 0
+            if left == 0 and now - last < 0.01 + 0.5 * idle_rate.get(name, 0):
+                return 0
             last = now
+        return backlog_of[name]() if name in backlog_of else 0
+
+    left_over = {}
 
     def wrk(name, port, deliveries, tls=False, before_idle=lambda: None):
         # The target's own CPU time per request: steadier than req/s on a shared machine, and it
         # is what a check costs. (The upstream target *is* the app, so its figure is the app's.)
+        started = time.time()
         cpu_before = cpu_seconds(sessions[name])
         pg_before = postgres_cpu_seconds(PG) if name in on_postgres else None
         header = "X-Webhook-Signature" if name.startswith("qhook") else "X-ImgGo-Signature"
@@ -477,8 +526,10 @@ handlers:
                              capture_output=True, text=True, check=True).stdout
         before_idle()
         if name in queued:
-            until_idle(name)
-        cpu = cpu_seconds(sessions[name]) - cpu_before
+            left_over[name] = until_idle(name)
+        elapsed = time.time() - started
+        pg_idle = pg_idle_rate * elapsed if name in on_postgres else 0
+        cpu = cpu_seconds(sessions[name]) - cpu_before - max(idle_rate.get(name, 0) * elapsed - pg_idle, 0)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         total = int(re.search(r"(\d+) requests in", out).group(1))
 
@@ -487,11 +538,9 @@ handlers:
             return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
         bad = int(re.search(r"non_200 (\d+)", out).group(1))
         if pg_before is not None:
-            pg_cpu[name].append((postgres_cpu_seconds(PG) - pg_before) * 1e6 / total)
+            pg_cpu[name].append((postgres_cpu_seconds(PG) - pg_before - pg_idle) * 1e6 / total)
         return rps, pct(50), pct(99), cpu * 1e6 / total, bad
 
-    backlog_of = {"hookgate-queue": queue_backlog, "hookgate-queue-nats": lambda: queue_backlog("admin-queue-nats"),
-                  "hookgate-queue-pg": pg_pending}
     for r in range(ROUNDS):
         for name, port in targets.items():
             # The backlog a queue target was left with when wrk stopped; the round's CPU is then
@@ -507,6 +556,8 @@ handlers:
             extra = ""
             if name in queued:
                 extra = f"  backlog {seen.get('backlog', '?')}, idle {time.time() - seen['ended']:.1f} s after wrk"
+                if left_over.get(name):
+                    extra += f" (NOT drained: {left_over[name]} left, so its CPU is a floor)"
             if name in on_postgres:
                 extra += f"  postgres cpu {pg_cpu[name][-1]:6.1f} us/req"
             print(f"round {r + 1} {name:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
@@ -515,36 +566,48 @@ handlers:
     med = {t: tuple(statistics.median(x[i] for x in v) for i in range(4)) for t, v in results.items()}
     print(f"\nmedian of {ROUNDS} rounds, {SECONDS}s each, wrk -t2 -c{CONNS}, same machine, same run")
     print(f"{'target':14s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'cpu us/req':>11s} {'vs nginx':>9s} {'vs pingora':>11s}")
+    def vs(rps, peer, width):
+        return f"{rps / med[peer][0]:{width - 1}.2f}x" if peer in med else f"{'-':>{width}s}"
     for t, (rps, p50, p99, cpu) in med.items():
-        print(f"{t:14s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {cpu:11.1f} {rps / med['nginx'][0]:8.2f}x {rps / med['pingora'][0]:10.2f}x")
-    print(f"hookgate CPU per request / haproxy's (same checks and more): {med['hookgate'][3] / med['haproxy'][3]:.2f}x, "
+        print(f"{t:14s} {rps:10.0f} {p50:8.2f} {p99:8.2f} {cpu:11.1f} {vs(rps, 'nginx', 9)} {vs(rps, 'pingora', 11)}")
+
+    def say(line):
+        """Prints a ratio line when every target it reads was measured (see ONLY)."""
+        try:
+            print(line())
+        except KeyError:
+            pass
+    say(lambda: f"hookgate CPU per request / haproxy's (same checks and more): {med['hookgate'][3] / med['haproxy'][3]:.2f}x, "
           f"p99 {med['hookgate'][2] / med['haproxy'][2]:.2f}x, req/s {med['hookgate'][0] / med['haproxy'][0]:.2f}x")
     if BASELINE:
-        print(f"hookgate / hookgate-base ({BASELINE}): CPU per request {med['hookgate'][3] / med['hookgate-base'][3]:.2f}x, "
+        say(lambda: f"hookgate / hookgate-base ({BASELINE}): CPU per request {med['hookgate'][3] / med['hookgate-base'][3]:.2f}x, "
               f"req/s {med['hookgate'][0] / med['hookgate-base'][0]:.2f}x, p99 {med['hookgate'][2] / med['hookgate-base'][2]:.2f}x")
-    print(f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
-    print(f"hookgate CPU per request / pingora's: {med['hookgate'][3] / med['pingora'][3]:.2f}x")
-    print(f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x req/s, "
+    say(lambda: f"hookgate p99 / pingora p99: {med['hookgate'][2] / med['pingora'][2]:.2f}x")
+    say(lambda: f"hookgate CPU per request / pingora's: {med['hookgate'][3] / med['pingora'][3]:.2f}x")
+    say(lambda: f"hyper's HTTP/1 on Pingora's listener / Pingora's own session (both no checks): CPU per request "
+          f"{med['pingora-hyper'][3] / med['pingora'][3]:.2f}x, vs haproxy's {med['pingora-hyper'][3] / med['haproxy'][3]:.2f}x, "
+          f"p99 {med['pingora-hyper'][2] / med['pingora'][2]:.2f}x")
+    say(lambda: f"hookgate with Redis / with memory store: {med['hookgate-redis'][0] / med['hookgate'][0]:.2f}x req/s, "
           f"CPU per request {med['hookgate-redis'][3] / med['hookgate'][3]:.2f}x")
-    print(f"hookgate queue mode (file store) / forward mode: {med['hookgate-queue'][0] / med['hookgate'][0]:.2f}x req/s, "
+    say(lambda: f"hookgate queue mode (file store) / forward mode: {med['hookgate-queue'][0] / med['hookgate'][0]:.2f}x req/s, "
           f"p99 {med['hookgate-queue'][2] / med['hookgate'][2]:.2f}x, "
           f"CPU per delivery / forward's per request {med['hookgate-queue'][3] / med['hookgate'][3]:.2f}x")
-    print(f"hookgate queue mode on Postgres / on the file store: "
+    say(lambda: f"hookgate queue mode on Postgres / on the file store: "
           f"{med['hookgate-queue-pg'][0] / med['hookgate-queue'][0]:.2f}x req/s, "
           f"CPU per request {med['hookgate-queue-pg'][3] / med['hookgate-queue'][3]:.2f}x")
-    print(f"hookgate forward dedupe on Postgres / on Redis: {med['hookgate-pg'][0] / med['hookgate-redis'][0]:.2f}x req/s, "
+    say(lambda: f"hookgate forward dedupe on Postgres / on Redis: {med['hookgate-pg'][0] / med['hookgate-redis'][0]:.2f}x req/s, "
           f"CPU per request {med['hookgate-pg'][3] / med['hookgate-redis'][3]:.2f}x")
     for name in qhook_targets:
         ours = "hookgate-queue" if name == "qhook" else "hookgate-queue-pg"
-        print(f"{ours} / {name} (same store kind): {med[ours][0] / med[name][0]:.1f}x req/s, "
+        say(lambda: f"{ours} / {name} (same store kind): {med[ours][0] / med[name][0]:.1f}x req/s, "
               f"CPU per request {med[ours][3] / med[name][3]:.2f}x, p99 {med[ours][2] / med[name][2]:.2f}x")
     pg_med = {t: statistics.median(v) for t, v in pg_cpu.items() if v}
     for t, v in pg_med.items():
-        print(f"{t:14s} gateway {med[t][3]:6.1f} + postgres {v:6.1f} = {med[t][3] + v:6.1f} us of CPU per delivery")
+        say(lambda: f"{t:14s} gateway {med[t][3]:6.1f} + postgres {v:6.1f} = {med[t][3] + v:6.1f} us of CPU per delivery")
     if "qhook-pg" in pg_med and "hookgate-queue-pg" in pg_med:
         ours, theirs = med["hookgate-queue-pg"][3] + pg_med["hookgate-queue-pg"], med["qhook-pg"][3] + pg_med["qhook-pg"]
-        print(f"hookgate-queue-pg + postgres / qhook-pg + postgres (same Postgres): CPU per delivery {ours / theirs:.2f}x")
-    print(f"hookgate queue mode to JetStream / to the HTTP app (file store both): "
+        say(lambda: f"hookgate-queue-pg + postgres / qhook-pg + postgres (same Postgres): CPU per delivery {ours / theirs:.2f}x")
+    say(lambda: f"hookgate queue mode to JetStream / to the HTTP app (file store both): "
           f"{med['hookgate-queue-nats'][0] / med['hookgate-queue'][0]:.2f}x req/s, "
           f"CPU per delivery {med['hookgate-queue-nats'][3] / med['hookgate-queue'][3]:.2f}x")
     # The senders' real pattern: a new TLS 1.3 connection per delivery (one ECDSA P-256
@@ -568,7 +631,7 @@ handlers:
         print(f"hookgate-tls / nginx-tls: CPU per delivery {tmed['hookgate-tls'][3] / tmed['nginx-tls'][3]:.2f}x, "
               f"p99 {tmed['hookgate-tls'][2] / tmed['nginx-tls'][2]:.2f}x")
 
-    total_bad = sum(x[4] for x in results["hookgate"])
+    total_bad = sum(x[4] for x in results.get("hookgate", []))
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/metrics").read().decode()
     fwd = re.search(r'hookgate_requests_total\{outcome="forwarded",route="imggo"\} (\d+)', metrics)
     dup = re.search(r'hookgate_requests_total\{outcome="duplicate",route="imggo"\} (\d+)', metrics)

@@ -5,6 +5,7 @@
 #   haproxy    HAProxy 2.6, 1 thread, with the checks its config language can do: allowlist, HMAC of
 #              the buffered body, required fields and event (json_query), stick-table dedupe
 #   pingora    a plain Pingora passthrough, 1 thread (examples/passthrough.rs)
+#   pingora-hyper   the same with hyper's HTTP/1 serving Pingora's accepted streams (examples/hyper_passthrough.rs)
 #   hookgate   every check on (ImgGo route: signature, schema, events, memory-store dedupe), 1 thread
 #   hookgate-redis   the same on the Redis store
 #   hookgate-queue   the same checks on a queue route (file store, durable before "queued"), delivering
@@ -24,5 +25,5 @@ command -v wrk >/dev/null && command -v nginx >/dev/null && command -v haproxy >
 }
 # qhook, the open-source tool of queue mode's shape, is measured beside it when it can be installed.
 command -v qhook >/dev/null || cargo install qhook --locked || echo "load: qhook could not be installed; its targets are skipped"
-cargo build --release --bin hookgate --example bench_upstream --example passthrough
+cargo build --release --bin hookgate --example bench_upstream --example passthrough --example hyper_passthrough
 exec python3 benches/load.py "$@"
