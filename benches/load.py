@@ -621,12 +621,12 @@ handlers:
             for name, port in tls_targets.items():
                 res = wrk(name, port, files[r], tls=True)
                 tls_results[name].append(res)
-                print(f"tls round {r + 1} {name:12s} {res[0]:8.0f} req/s  p99 {res[2]:7.2f} ms  "
+                print(f"tls round {r + 1} {name:12s} {res[0]:8.0f} req/s  p50 {res[1]:6.2f} ms  p99 {res[2]:7.2f} ms  "
                       f"cpu {res[3]:6.1f} us/req  non-200 {res[4]}", flush=True)
         tmed = {t: tuple(statistics.median(x[i] for x in v) for i in range(4)) for t, v in tls_results.items()}
         print(f"\nnew TLS connection per delivery: median of {ROUNDS} rounds")
         for t, (rps, p50, p99, cpu) in tmed.items():
-            print(f"{t:14s} {rps:10.0f} req/s  p99 {p99:7.2f} ms  cpu {cpu:6.1f} us/req  "
+            print(f"{t:14s} {rps:10.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:7.2f} ms  cpu {cpu:6.1f} us/req  "
                   f"vs hookgate-tls cpu {cpu / tmed['hookgate-tls'][3]:.2f}x")
         print(f"hookgate-tls / nginx-tls: CPU per delivery {tmed['hookgate-tls'][3] / tmed['nginx-tls'][3]:.2f}x, "
               f"p99 {tmed['hookgate-tls'][2] / tmed['nginx-tls'][2]:.2f}x")
