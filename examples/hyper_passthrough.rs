@@ -64,7 +64,11 @@ async fn forward(
 
 #[async_trait]
 impl ServerApp for HyperPassthrough {
-    async fn process_new(self: &Arc<Self>, stream: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let upstream = self.upstream;
         let app: AppConnection = Arc::default();
         let service = hyper::service::service_fn(move |request| {
