@@ -90,10 +90,11 @@ out = open(wrk).read()
 d = [int(b) - int(a) for a, b in zip(s0.split()[1:], s1.split()[1:])]
 rps = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
 p99 = re.search(r" 99%\s+(\S+)", out).group(1)
+p50 = re.search(r" 50%\s+(\S+)", out).group(1)
 bad = re.search(r"non_200 \d+", out).group(0)
 cpu = (float(c1) - float(c0)) / int(tck) * 1e6 / int(n)
 idle = 100 * (d[3] + d[4]) / sum(d)
-print(f"req/s {rps}  p99 {p99}  gateway cpu {cpu:.1f} us/req  idle {idle:.0f}%  {bad}")
+print(f"req/s {rps}  p50 {p50}  p99 {p99}  gateway cpu {cpu:.1f} us/req  idle {idle:.0f}%  {bad}")
 PY
 if [ "$STORE" = postgres ] && [ "$MODE" = queue ]; then
   sleep 3

@@ -467,14 +467,21 @@ impl Drop for Gateway {
     }
 }
 
+/// The gateways' worker threads: 2, or `HOOKGATE_TEST_THREADS` to run the suite on another
+/// count (on 1, hookgate serves with tokio's single-threaded scheduler instead of work stealing).
+fn test_threads() -> String {
+    std::env::var("HOOKGATE_TEST_THREADS").unwrap_or_else(|_| "2".to_string())
+}
+
 /// The listener/admin head of a test config; `routes` and anything else is appended.
 pub fn config_head(http: u16, https: u16, admin: u16) -> String {
+    let threads = test_threads();
     format!(
         r#"listen:
   - addr: "127.0.0.1:{http}"
   - addr: "127.0.0.1:{https}"
     tls: {{ self_signed: true }}
-threads: 2
+threads: {threads}
 client_timeout: 2s
 grace_period: 1s
 upgrade_socket: UPGRADE_SOCK
@@ -618,8 +625,8 @@ fn assert_documented_metric(name: &str) {
 fn render_config(dir: &Path, ports: (u16, u16, u16), listeners: &str, body: &str) -> String {
     let (http, https, admin) = ports;
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/schemas/imggo-webhook.json");
-    let head = config_head(http, https, admin)
-        .replace("threads: 2\n", &format!("{listeners}threads: 2\n"));
+    let threads = format!("threads: {}\n", test_threads());
+    let head = config_head(http, https, admin).replace(&threads, &format!("{listeners}{threads}"));
     format!("{head}{body}")
         .replace("UPGRADE_SOCK", &dir.join("upgrade.sock").to_string_lossy())
         .replace("SCHEMA", &schema.to_string_lossy())
@@ -649,10 +656,29 @@ impl Gateway {
         Self::start_full("", body, env).await
     }
 
+    /// Starts hookgate with `body` on one worker thread (`threads: 1`), whatever the suite's
+    /// count.
+    pub async fn start_on_one_thread(body: &str) -> Gateway {
+        Self::start_threads("", body, &[], Some(1)).await
+    }
+
     async fn start_full(listeners: &str, body: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_threads(listeners, body, env, None).await
+    }
+
+    async fn start_threads(
+        listeners: &str,
+        body: &str,
+        env: &[(&str, &str)],
+        threads: Option<usize>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (http, https, admin) = (free_port(), free_port(), free_port());
-        let text = render_config(dir.path(), (http, https, admin), listeners, body);
+        let mut text = render_config(dir.path(), (http, https, admin), listeners, body);
+        if let Some(n) = threads {
+            let suite = format!("threads: {}\n", test_threads());
+            text = text.replace(&suite, &format!("threads: {n}\n"));
+        }
         let config = dir.path().join("hookgate.yaml");
         std::fs::write(&config, text).unwrap();
         let env: Vec<(String, String)> = env

@@ -120,6 +120,35 @@ async fn a_queued_delivery_reaches_each_destination_its_event_goes_to() {
     assert_eq!(gw.metric("hookgate_queue_deliveries", &pending).await, 0.0);
 }
 
+/// On `threads: 1` the listener, the worker and the admin API run on tokio's single-threaded
+/// scheduler: queued deliveries still arrive, and none is lost to a kill -9 after the first ten.
+#[tokio::test]
+async fn on_one_thread_queued_deliveries_arrive_and_survive_kill_9() {
+    let app = Upstream::start().await;
+    let analytics = Upstream::start().await;
+    let mut gw =
+        Gateway::start_on_one_thread(&queue_config(&app.url(), &analytics.url(), FAST)).await;
+    let config = std::fs::read_to_string(&gw.config).unwrap();
+    assert!(
+        config.contains("\nthreads: 1\n"),
+        "not on one thread:\n{config}"
+    );
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let (status, code, id) = queue(&gw, &delivery("job.failed", &format!("t{n}"))).await;
+        assert_eq!((status, code.as_str()), (200, "queued"));
+        ids.push(id.unwrap());
+        if n == 9 {
+            gw.restart().await;
+        }
+    }
+    eventually("every accepted delivery at the app", || {
+        ids.iter()
+            .all(|id| !app.received_with("Hookgate-Delivery-Id", id).is_empty())
+    })
+    .await;
+}
+
 /// Polls a metric until it reaches `want`.
 pub async fn eventually_metric(gw: &Gateway, name: &str, labels: &[(&str, &str)], want: f64) {
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -321,7 +321,18 @@ async fn promise_holds_when_a_replica_is_killed_mid_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn promise_holds_across_a_graceful_upgrade() {
-    let (app, log) = start_app(0x5eed_0004).await;
+    promise_across_an_upgrade(0x5eed_0004, false).await;
+}
+
+/// On `threads: 1` hookgate serves on tokio's single-threaded scheduler: the same promise, and
+/// the same hand-over of a runtime of that kind.
+#[tokio::test(flavor = "multi_thread")]
+async fn promise_holds_on_one_thread_across_a_graceful_upgrade() {
+    promise_across_an_upgrade(0x5eed_0006, true).await;
+}
+
+async fn promise_across_an_upgrade(seed: u64, one_thread: bool) {
+    let (app, log) = start_app(seed).await;
     // The memory store is per process: keys completed by the old process would be unknown to
     // the new one, so Redis carries them across the hand-over, as in a production setup.
     let config = format!(
@@ -329,7 +340,11 @@ async fn promise_holds_across_a_graceful_upgrade() {
         redis_store(&format!("sim-{}", uuid::Uuid::new_v4().simple()), 6379),
         sim_route(&app)
     );
-    let mut gw = Gateway::start(&config).await;
+    let mut gw = if one_thread {
+        Gateway::start_on_one_thread(&config).await
+    } else {
+        Gateway::start(&config).await
+    };
     let urls = Arc::new(Mutex::new(vec![format!("http://127.0.0.1:{}", gw.http)]));
     let senders = tokio::spawn(run_senders(urls));
     tokio::time::sleep(Duration::from_millis(500)).await;
