@@ -677,6 +677,7 @@ impl Gateway {
         let mut text = render_config(dir.path(), (http, https, admin), listeners, body);
         if let Some(n) = threads {
             let suite = format!("threads: {}\n", test_threads());
+            assert!(text.contains(&suite), "no thread count to set in:\n{text}");
             text = text.replace(&suite, &format!("threads: {n}\n"));
         }
         let config = dir.path().join("hookgate.yaml");
