@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -464,7 +465,6 @@ handlers:
             out = subprocess.run(["psql", f"{PG}/{pg_db}_qhook", "-qAtc", query],
                                  capture_output=True, text=True).stdout.strip()
             return int(out) if out.isdigit() else 0
-        import sqlite3
         try:
             with sqlite3.connect(f"file:{os.path.join(tmp, name, 'qhook.db')}?mode=ro", uri=True, timeout=5) as db:
                 return db.execute(query).fetchone()[0]
@@ -482,20 +482,21 @@ handlers:
             total += postgres_cpu_seconds(PG) or 0
         return total
 
-    # What a target (and the shared Postgres) burn with no load at all: polling, gauges, the other
-    # gateways' idle connections. It is measured once before the rounds and taken off each round's
+    # What a target and the shared Postgres burn with no load at all: polling, gauges, the other
+    # gateways' idle connections. Measured once before the rounds and taken off each round's
     # charge, so a round is charged only for the work it gave.
-    idle_rate = {}
-    for name in targets:
-        if name in queued or name in on_postgres:
-            t0, c0 = time.time(), busy_seconds(name)
-            time.sleep(2)
-            idle_rate[name] = (busy_seconds(name) - c0) / (time.time() - t0)
+    def idle_cpu_rate(read):
+        t0, c0 = time.time(), read()
+        time.sleep(2)
+        return (read() - c0) / (time.time() - t0)
+    own_idle_rate = {name: idle_cpu_rate(lambda name=name: cpu_seconds(sessions[name]))
+                     for name in targets if name in queued or name in on_postgres}
     pg_idle_rate = 0.0
     if any(t in on_postgres for t in targets) and postgres_cpu_seconds(PG) is not None:
-        t0, c0 = time.time(), postgres_cpu_seconds(PG)
-        time.sleep(2)
-        pg_idle_rate = (postgres_cpu_seconds(PG) - c0) / (time.time() - t0)
+        pg_idle_rate = idle_cpu_rate(lambda: postgres_cpu_seconds(PG))
+
+    def idle_rate(name):
+        return own_idle_rate.get(name, 0) + (pg_idle_rate if name in on_postgres else 0)
 
     def until_idle(name, limit=900):
         """Waits until the target's backlog is delivered and it (with its Postgres) uses under 2 %
@@ -506,7 +507,7 @@ handlers:
             time.sleep(0.5)
             now = busy_seconds(name)
             left = backlog_of[name]() if name in backlog_of else 0
-            if left == 0 and now - last < 0.01 + 0.5 * idle_rate.get(name, 0):
+            if left == 0 and now - last < 0.01 + 0.5 * idle_rate(name):
                 return 0
             last = now
         return backlog_of[name]() if name in backlog_of else 0
@@ -528,8 +529,7 @@ handlers:
         if name in queued:
             left_over[name] = until_idle(name)
         elapsed = time.time() - started
-        pg_idle = pg_idle_rate * elapsed if name in on_postgres else 0
-        cpu = cpu_seconds(sessions[name]) - cpu_before - max(idle_rate.get(name, 0) * elapsed - pg_idle, 0)
+        cpu = cpu_seconds(sessions[name]) - cpu_before - own_idle_rate.get(name, 0) * elapsed
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         total = int(re.search(r"(\d+) requests in", out).group(1))
 
@@ -538,7 +538,7 @@ handlers:
             return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
         bad = int(re.search(r"non_200 (\d+)", out).group(1))
         if pg_before is not None:
-            pg_cpu[name].append((postgres_cpu_seconds(PG) - pg_before - pg_idle) * 1e6 / total)
+            pg_cpu[name].append((postgres_cpu_seconds(PG) - pg_before - pg_idle_rate * elapsed) * 1e6 / total)
         return rps, pct(50), pct(99), cpu * 1e6 / total, bad
 
     for r in range(ROUNDS):
